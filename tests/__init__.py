@@ -1,0 +1,1 @@
+"""The wsservice trial suite."""

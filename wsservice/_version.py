@@ -1,0 +1,3 @@
+"""The wsservice release version."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,49 @@
+"""makeService: the whole product as one Twisted service, for twistd or any application."""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+from twisted.application.service import MultiService
+
+from .config import Settings
+from .listener import ListenerService
+from .service import SessionService
+from .web import makeSite
+
+DEFAULT_LISTEN = "tcp:8080:interface=127.0.0.1"
+
+
+class WSService(MultiService):
+    """A SessionService plus one ListenerService per endpoint string; ``sessions`` is the former."""
+
+    def __init__(self, sessions: SessionService, reactor: Any = None) -> None:
+        super().__init__()
+        self.sessions = sessions
+        self.listeners: list[ListenerService] = []
+        self._reactor = reactor
+        sessions.setServiceParent(self)
+
+    def listen(self, description: str) -> ListenerService:
+        """Add a listener on a Twisted server endpoint string (tcp:, unix:, ssl:, systemd:)."""
+        secure = description.split(":", 1)[0] == "ssl"
+        sessions, reactor = self.sessions, self._reactor
+
+        def site() -> Any:
+            return makeSite(sessions, description, secure, reactor)
+
+        listener = ListenerService(description, site, reactor, sessions.settings.path)
+        listener.setServiceParent(self)
+        self.listeners.append(listener)
+        return listener
+
+
+def makeService(handlers: Iterable[Any] = (), listen: Iterable[str] = (DEFAULT_LISTEN,),
+                settings: Settings | None = None, authenticator: Any = None,
+                reactor: Any = None) -> WSService:
+    """Build the service: handlers served on every ``listen`` endpoint string."""
+    sessions = SessionService(handlers, settings, authenticator, clock=reactor)
+    service = WSService(sessions, reactor)
+    for description in listen:
+        service.listen(description)
+    return service

@@ -1,0 +1,39 @@
+"""Settings: every limit and timer of the service, with protocol.md's defaults."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+MiB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The service's limits and timers; defaults are exactly protocol.md's."""
+
+    path: str = "/ws"
+    allowed_origins: tuple[str, ...] = ()
+    hello_timeout: float = 10.0
+    max_message_size: int = 1 * MiB
+    max_depth: int = 32
+    max_inflight_calls: int = 64
+    call_timeout: float = 30.0
+    max_bad_messages: int = 20
+    heartbeat: float = 25.0
+    max_sessions: int = 10000
+    max_subscriptions: int = 100
+    # Messages held while an asynchronous authenticator decides on a hello.
+    max_pending_before_welcome: int = 64
+
+    def __post_init__(self) -> None:
+        if not self.path.startswith("/") or self.path == "/":
+            raise ValueError(f"path must start with '/' and name a resource, not {self.path!r}")
+        for name in ("hello_timeout", "call_timeout", "heartbeat"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0")
+        for name in ("max_message_size", "max_depth", "max_inflight_calls", "max_sessions",
+                     "max_subscriptions"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1")
+        if self.max_bad_messages < 0:
+            raise ValueError("max_bad_messages must be >= 0")

@@ -1,0 +1,153 @@
+"""Connection: one transport connection's protocol state, from handshake to session end.
+
+Sans-IO: it gets text payloads and sends through a Link, so any framing can drive it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from twisted.internet.interfaces import IDelayedCall
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from . import errors, wire
+from .auth import AuthRequest
+from .errors import ApplicationError
+
+if TYPE_CHECKING:
+    from .service import SessionService
+    from .session import Link, Session
+
+AWAITING_HELLO, AUTHENTICATING, OPEN, CLOSED = range(4)
+
+
+class Connection:
+    """Feeds one connection's messages to the service; owns the hello timer and its state."""
+
+    _log = Logger()
+
+    def __init__(self, service: SessionService, link: Link, request: AuthRequest) -> None:
+        self.service = service
+        self.link = link
+        self.session: Session | None = None
+        self.state = AWAITING_HELLO
+        self._request = request
+        self._pending: list[bytes] = []
+        self._max_depth = service.settings.max_depth
+        self._hello_timer: IDelayedCall | None = None
+        if service.full or not service.running:
+            self.state = CLOSED
+            link.closeWith(errors.CLOSE_TRY_AGAIN_LATER, "server full, try again later")
+            return
+        self._hello_timer = service.clock.callLater(service.settings.hello_timeout,
+                                                    self._hello_timed_out)
+
+    def received(self, payload: bytes) -> None:
+        """One text message arrived."""
+        if self.state == OPEN:
+            session = self.session
+            assert session is not None
+            try:
+                message = wire.decode(payload, self._max_depth)
+            except wire.WireError as e:
+                self.service.bad_message(session, e.code, e.message, e.id)
+                return
+            self.service.dispatch(session, message)
+        elif self.state == AWAITING_HELLO:
+            self._first_message(payload)
+        elif self.state == AUTHENTICATING:
+            if len(self._pending) >= self.service.settings.max_pending_before_welcome:
+                self._refuse(errors.NOT_REGISTERED, "too many messages before welcome",
+                             errors.CLOSE_PROTOCOL_VIOLATION)
+            else:
+                self._pending.append(payload)
+
+    def binaryReceived(self) -> None:
+        """A binary message arrived: protocol.md allows text only (close 1003)."""
+        self._stop_timer()
+        self.state = CLOSED
+        self.link.closeWith(errors.CLOSE_UNSUPPORTED_DATA, "binary messages are not supported")
+
+    def lost(self) -> None:
+        """The transport connection is gone."""
+        self._stop_timer()
+        self.state = CLOSED
+        self._pending = []
+        session, self.session = self.session, None
+        if session is not None and session.link is self.link:
+            self.service.lost(session)
+
+    # -- the hello ------------------------------------------------------------------------------
+
+    def _first_message(self, payload: bytes) -> None:
+        try:
+            message = wire.decode(payload, self._max_depth)
+        except wire.WireError as e:
+            if e.kind == "hello":
+                self._refuse(errors.BAD_MESSAGE, e.message, errors.CLOSE_PROTOCOL_VIOLATION)
+            else:
+                self._refuse(errors.NOT_REGISTERED, "the first message must be a hello",
+                             errors.CLOSE_PROTOCOL_VIOLATION)
+            return
+        if not isinstance(message, wire.Hello):
+            self._refuse(errors.NOT_REGISTERED, "the first message must be a hello",
+                         errors.CLOSE_PROTOCOL_VIOLATION)
+            return
+        self._stop_timer()
+        self.state = AUTHENTICATING
+        self.service.metrics.messages_in["hello"] += 1
+        request = AuthRequest(message.auth, self._request.headers, self._request.peer,
+                              self._request.listener)
+        d = self.service.authenticate(request)
+        d.addCallbacks(self._authenticated, self._unauthenticated, (message,))
+
+    def _authenticated(self, principal: Any, hello: wire.Hello) -> None:
+        if self.state != AUTHENTICATING:
+            return  # the connection went away while the authenticator decided
+        if self.service.full or not self.service.running:
+            self.state = CLOSED
+            self.link.closeWith(errors.CLOSE_TRY_AGAIN_LATER, "server full, try again later")
+            return
+        self.session = session = self.service.open(principal, hello.meta, self.link)
+        self.service.welcome(session)
+        self.state = OPEN
+        pending, self._pending = self._pending, []
+        for payload in pending:
+            if self.state != OPEN:
+                break
+            self.received(payload)
+
+    def _unauthenticated(self, failure: Failure, hello: wire.Hello) -> None:
+        if self.state != AUTHENTICATING:
+            return
+        if isinstance(failure.value, ApplicationError):
+            message = failure.value.message
+        else:
+            self._log.failure("authenticator failed unexpectedly", failure)
+            message = "authentication failed"
+        self._log.info("hello from {peer} refused: {message}", peer=self._request.peer,
+                       message=message)
+        self._refuse(errors.UNAUTHORIZED, message, errors.CLOSE_UNAUTHORIZED)
+
+    def _refuse(self, code: str, message: str, close: int) -> None:
+        self._stop_timer()
+        self.state = CLOSED
+        self._pending = []
+        self.service.metrics.errors[code] += 1
+        self.service.metrics.messages_out["error"] += 1
+        self.link.sendFrame(wire.encode_error(code, message))
+        self.link.closeWith(close, message)
+
+    def _hello_timed_out(self) -> None:
+        self._hello_timer = None
+        if self.state == AWAITING_HELLO:
+            self.state = CLOSED
+            self.link.closeWith(errors.CLOSE_HELLO_TIMEOUT, "no hello in time")
+
+    def _stop_timer(self) -> None:
+        if self._hello_timer is not None:
+            if self._hello_timer.active():
+                self._hello_timer.cancel()
+            self._hello_timer = None
+

@@ -1,0 +1,83 @@
+"""The zope.interface contracts between wsservice and the code its users write."""
+
+from __future__ import annotations
+
+from zope.interface import Attribute, Interface
+
+
+class ISession(Interface):
+    """One client session, as handlers see it."""
+
+    id = Attribute("str: the session id (a secret: do not log it at INFO or above).")
+    label = Attribute("str: a short, non-secret name for this session, fit for logs.")
+    principal = Attribute("object: what the authenticator returned for this session.")
+    meta = Attribute("dict: the hello's ``meta`` object (empty when none was sent).")
+    seq = Attribute("int: the seq of the last message pushed to this session.")
+    closed = Attribute("bool: True once the session has ended.")
+
+    def push(event: str, data: object = None) -> int:
+        """Push event ``event`` with ``data`` to the client; return its ``seq``."""
+
+    def call(method: str, params: object = None, timeout: float | None = None) -> object:
+        """Call ``method`` on the client; return a Deferred firing with its result.
+
+        The Deferred fails with RemoteError carrying the client's error, or with
+        ApplicationError ``timeout`` after ``timeout`` (default: the service's call_timeout).
+        """
+
+    def close(code: int = 1000, reason: str = "") -> None:
+        """End the session and close its connection with ``code`` and ``reason``."""
+
+
+class IEventHandler(Interface):
+    """Serves client ``event`` messages by name."""
+
+    events = Attribute(
+        "Mapping[str, Callable[[ISession, object], object]]: event name to a callable taking "
+        "(session, data). Its result is ignored; an exception is logged."
+    )
+
+
+class ICallHandler(Interface):
+    """Serves client ``call`` messages by method name."""
+
+    calls = Attribute(
+        "Mapping[str, Callable[[ISession, object], object]]: method name to a callable taking "
+        "(session, params) and returning the result, a Deferred of it, or a coroutine. "
+        "ApplicationError raised from it becomes the client's error."
+    )
+
+
+class ISessionObserver(Interface):
+    """Told when sessions begin and end."""
+
+    def sessionOpened(session: ISession) -> None:
+        """A session was created (after authentication, before ``welcome`` is sent)."""
+
+    def sessionClosed(session: ISession, reason: str) -> None:
+        """A session ended; ``reason`` is ``bye``, ``closed``, ``lost`` or ``shutdown``."""
+
+
+class IResourceProvider(Interface):
+    """Adds plain-HTTP resources next to the WebSocket path (e.g. a demo page)."""
+
+    resources = Attribute(
+        "Mapping[str, twisted.web.resource.IResource]: path (e.g. '' for '/', "
+        "'wsservice.js') to the resource served there."
+    )
+
+
+class IAuthRequest(Interface):
+    """What an authenticator sees of a ``hello``."""
+
+    auth = Attribute("object: the hello's ``auth`` member (None when absent).")
+    headers = Attribute("Mapping[str, str]: the handshake's HTTP headers, names lower-cased.")
+    peer = Attribute("str: the peer address, e.g. 'tcp4:127.0.0.1:5555' or 'unix'.")
+    listener = Attribute("str: the endpoint description of the listener it came through.")
+
+
+class IAuthenticator(Interface):
+    """Decides who a client is."""
+
+    def authenticate(request: IAuthRequest) -> object:
+        """Return a principal (any object), a Deferred or coroutine of one, or raise Unauthorized."""

@@ -1,0 +1,77 @@
+"""Service metrics: plain integer counters on the hot path, exported to Prometheus on scrape."""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from collections import defaultdict
+from typing import Callable, Iterator
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+
+CALL_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                10.0, 30.0)
+
+
+class Metrics:
+    """Counters the service bumps per message; a prometheus_client collector reads them on scrape.
+
+    Plain dict increments cost far less than prometheus_client's locked children on every
+    message, and a scrape is rare.
+    """
+
+    def __init__(self, sessions: Callable[[], int]) -> None:
+        self.messages_in: defaultdict[str, int] = defaultdict(int)
+        self.messages_out: defaultdict[str, int] = defaultdict(int)
+        self.errors: defaultdict[str, int] = defaultdict(int)
+        self.sessions_opened = 0
+        self.sessions_closed: defaultdict[str, int] = defaultdict(int)
+        self._call_buckets = [0] * (len(CALL_BUCKETS) + 1)
+        self._call_sum = 0.0
+        self._sessions = sessions
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(self)  # type: ignore[arg-type]
+
+    def observe_call(self, seconds: float) -> None:
+        """Record one client call's duration."""
+        self._call_buckets[bisect_left(CALL_BUCKETS, seconds)] += 1
+        self._call_sum += seconds
+
+    def collect(self) -> Iterator[Metric]:
+        """prometheus_client collector protocol."""
+        g = GaugeMetricFamily("wsservice_sessions", "Sessions now open.")
+        g.add_metric([], self._sessions())
+        yield g
+        c = CounterMetricFamily("wsservice_sessions_opened", "Sessions opened.")
+        c.add_metric([], self.sessions_opened)
+        yield c
+        c = CounterMetricFamily("wsservice_sessions_closed", "Sessions ended, by reason.",
+                                labels=["reason"])
+        for reason, n in sorted(self.sessions_closed.items()):
+            c.add_metric([reason], n)
+        yield c
+        for name, doc, counts in (
+            ("wsservice_messages_received", "Client messages received, by type.", self.messages_in),
+            ("wsservice_messages_sent", "Server messages sent, by type.", self.messages_out),
+        ):
+            c = CounterMetricFamily(name, doc, labels=["type"])
+            for kind, n in sorted(counts.items()):
+                c.add_metric([kind], n)
+            yield c
+        c = CounterMetricFamily("wsservice_errors", "Error messages sent, by code.", labels=["code"])
+        for code, n in sorted(self.errors.items()):
+            c.add_metric([code], n)
+        yield c
+        buckets, running = [], 0
+        for bound, n in zip(CALL_BUCKETS + (float("inf"),), self._call_buckets):
+            running += n
+            buckets.append(("+Inf" if bound == float("inf") else repr(bound), running))
+        h = HistogramMetricFamily("wsservice_call_duration_seconds",
+                                  "Time from a client call to its reply.")
+        h.add_metric([], buckets, self._call_sum)
+        yield h

@@ -1,0 +1,133 @@
+"""twistd glue: ``Options`` for ``twistd wsservice`` and ``makeService(options)``."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from twisted.application.service import IService
+from twisted.python import usage
+
+from . import registry
+from .app import DEFAULT_LISTEN
+from .app import makeService as _makeService
+from .config import Settings
+from .errors import ConfigurationError
+
+DEFAULT_HANDLER = "wsservice.demo:DemoApp"
+_DEFAULTS = Settings()
+
+
+def _positive(kind: Callable[[str], Any]) -> Callable[[str], Any]:
+    def coerce(text: str) -> Any:
+        value = kind(text)
+        if not value > 0:
+            raise ValueError(f"must be greater than 0, got {text}")
+        return value
+    coerce.coerceDoc = f"A {'number' if kind is float else 'whole number'} > 0."  # type: ignore
+    return coerce
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError(f"must be 0 or more, got {text}")
+    return value
+
+
+_non_negative_int.coerceDoc = "A whole number >= 0."  # type: ignore[attr-defined]
+
+
+class Options(usage.Options):
+    """Command-line options of ``twistd wsservice``."""
+
+    synopsis = "[options]"
+    longdesc = ("Serve the wsservice JSON session protocol over WebSocket on one or more "
+                "Twisted endpoints, with /healthz and /metrics on the same listeners.")
+
+    optParameters = [
+        ["path", None, _DEFAULTS.path, "HTTP path of the WebSocket endpoint."],
+        ["auth", None, None,
+         "Authenticator as package.module:attribute providing IAuthenticator "
+         "(default: everyone is anonymous)."],
+        ["hello-timeout", None, _DEFAULTS.hello_timeout,
+         "Seconds a client has to send hello after the handshake (else close 4408).",
+         _positive(float)],
+        ["max-message-size", None, _DEFAULTS.max_message_size,
+         "Largest message accepted, in bytes (else close 1009).", _positive(int)],
+        ["max-depth", None, _DEFAULTS.max_depth,
+         "Deepest JSON nesting accepted (the top-level object is 1).", _positive(int)],
+        ["max-inflight-calls", None, _DEFAULTS.max_inflight_calls,
+         "Client calls a session may have in flight at once.", _positive(int)],
+        ["call-timeout", None, _DEFAULTS.call_timeout,
+         "Seconds a call may take, either direction (else error 'timeout').", _positive(float)],
+        ["max-bad-messages", None, _DEFAULTS.max_bad_messages,
+         "Bad messages answered per session before the connection is closed 4400.",
+         _non_negative_int],
+        ["max-sessions", None, _DEFAULTS.max_sessions,
+         "Sessions at once; past it new connections are closed 1013.", _positive(int)],
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self["listen"] = []
+        self["handler"] = []
+        self["allowed-origin"] = []
+
+    def opt_listen(self, description: str) -> None:
+        """Listen on a Twisted server endpoint string (repeatable; default
+        tcp:8080:interface=127.0.0.1). unix: sockets are created mode 0600 unless mode= is given.
+        """
+        self["listen"].append(description)
+
+    def opt_handler(self, name: str) -> None:
+        """Load handlers from package.module:attribute, an object or a zero-argument factory
+        (repeatable; default wsservice.demo:DemoApp, the demo app).
+        """
+        self["handler"].append(name)
+
+    def opt_allowed_origin(self, pattern: str) -> None:
+        """Also allow browser Origins matching this pattern, e.g. https://*.example.com; '*'
+        allows all (repeatable; default: only an Origin on the Host the client connected to).
+        """
+        self["allowed-origin"].append(pattern)
+
+    def postOptions(self) -> None:
+        """Fill defaults, check endpoint strings and build the Settings."""
+        from twisted.internet import reactor
+        from twisted.internet.endpoints import serverFromString
+
+        from .listener import private_unix
+
+        if not self["listen"]:
+            self["listen"] = [DEFAULT_LISTEN]
+        if not self["handler"]:
+            self["handler"] = [DEFAULT_HANDLER]
+        for description in self["listen"]:
+            try:
+                serverFromString(reactor, private_unix(description))
+            except Exception as e:  # Twisted raises ValueError/KeyError/TypeError variously
+                raise usage.UsageError(f"--listen {description!r}: {e}") from e
+        try:
+            self["settings"] = Settings(
+                path=self["path"],
+                allowed_origins=tuple(self["allowed-origin"]),
+                hello_timeout=self["hello-timeout"],
+                max_message_size=self["max-message-size"],
+                max_depth=self["max-depth"],
+                max_inflight_calls=self["max-inflight-calls"],
+                call_timeout=self["call-timeout"],
+                max_bad_messages=self["max-bad-messages"],
+                max_sessions=self["max-sessions"],
+            )
+        except ValueError as e:
+            raise usage.UsageError(str(e)) from e
+
+
+def makeService(options: Options) -> IService:
+    """Build the service twistd runs from parsed options."""
+    try:
+        handlers = [registry.load(name) for name in options["handler"]]
+        authenticator = registry.load_authenticator(options["auth"]) if options["auth"] else None
+        return _makeService(handlers, options["listen"], options["settings"], authenticator)
+    except ConfigurationError as e:
+        raise usage.UsageError(str(e)) from e

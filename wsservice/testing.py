@@ -1,0 +1,122 @@
+"""In-memory helpers for testing handlers with trial: a SessionService, a Clock, fake clients.
+
+    harness = ServiceHarness([MyHandler()])
+    client = harness.connect()
+    client.hello()
+    client.send({"type": "call", "id": 1, "method": "add", "params": [1, 2]})
+    assert client.next() == {"type": "result", "id": 1, "result": 3}
+    harness.clock.advance(30)   # drive timers
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+import orjson
+from twisted.internet.task import Clock
+
+from .config import Settings
+from .connection import Connection
+from .service import SessionService
+
+
+class FakeLink:
+    """A Link that records what the service sends and how it closes."""
+
+    def __init__(self) -> None:
+        self.frames: list[bytes] = []
+        self.close_code: int | None = None
+        self.close_reason: str | None = None
+
+    def sendFrame(self, payload: bytes) -> None:
+        """Record one sent text message (ignored once closed, as a WebSocket would)."""
+        if self.close_code is None:
+            self.frames.append(payload)
+
+    def closeWith(self, code: int, reason: str) -> None:
+        """Record the first close."""
+        if self.close_code is None:
+            self.close_code, self.close_reason = code, reason
+
+
+class FakeClient:
+    """A client connection driven by a test: send dicts or raw bytes, read decoded replies."""
+
+    def __init__(self, service: SessionService, headers: dict[str, str] | None = None,
+                 peer: str = "test", listener: str = "test") -> None:
+        self.link = FakeLink()
+        self.connection: Connection = service.connect(self.link, headers, peer, listener)
+        self._read = 0
+
+    @property
+    def closed(self) -> int | None:
+        """The close code the server chose, or None while open."""
+        return self.link.close_code
+
+    def send(self, message: dict[str, Any]) -> None:
+        """Send one message object."""
+        self.sendRaw(orjson.dumps(message))
+
+    def sendRaw(self, payload: bytes) -> None:
+        """Send one text message as raw bytes (for malformed input)."""
+        self.connection.received(payload)
+
+    def sendBinary(self) -> None:
+        """Send a binary message."""
+        self.connection.binaryReceived()
+
+    def drop(self) -> None:
+        """Lose the connection abruptly."""
+        self.connection.lost()
+
+    def received(self) -> list[dict[str, Any]]:
+        """Every message received since the last read, decoded."""
+        frames = self.link.frames[self._read:]
+        self._read = len(self.link.frames)
+        return [orjson.loads(f) for f in frames]
+
+    def next(self) -> dict[str, Any]:
+        """The next unread message; AssertionError if there is none."""
+        if self._read >= len(self.link.frames):
+            raise AssertionError("no message was received")
+        self._read += 1
+        return orjson.loads(self.link.frames[self._read - 1])
+
+    def hello(self, auth: Any = None, meta: dict | None = None) -> dict[str, Any]:
+        """Say hello and return the ``welcome``; AssertionError on anything else."""
+        message: dict[str, Any] = {"type": "hello"}
+        if auth is not None:
+            message["auth"] = auth
+        if meta is not None:
+            message["meta"] = meta
+        self.send(message)
+        welcome = self.next()
+        if welcome.get("type") != "welcome":
+            raise AssertionError(f"expected welcome, got {welcome!r}")
+        return welcome
+
+    def call(self, method: str, params: Any = None, id: Any = 1) -> dict[str, Any] | None:
+        """Send a call; return its reply if one came at once (else None: read it later)."""
+        self.send({"type": "call", "id": id, "method": method, "params": params})
+        for message in self.received():
+            if message.get("id") == id and message["type"] in ("result", "error"):
+                return message
+        return None
+
+
+class ServiceHarness:
+    """A started SessionService on a ``Clock``, for fast tests of handlers and the service."""
+
+    def __init__(self, handlers: Iterable[Any] = (), settings: Settings | None = None,
+                 authenticator: Any = None, clock: Clock | None = None) -> None:
+        self.clock = clock or Clock()
+        self.service = SessionService(handlers, settings, authenticator, clock=self.clock)
+        self.service.startService()
+
+    def connect(self, headers: dict[str, str] | None = None, peer: str = "test") -> FakeClient:
+        """Open a new client connection."""
+        return FakeClient(self.service, headers, peer)
+
+    def stop(self) -> Any:
+        """Stop the service (ends every session)."""
+        return self.service.stopService()

@@ -1,0 +1,364 @@
+"""Sans-IO wire model of protocol v1: bytes in, a typed message or a precise WireError out.
+
+Nothing here knows about Twisted, sockets or sessions, so it is unit-testable and fuzzable.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Union
+
+import orjson
+
+from . import errors
+
+MAX_NAME_LENGTH = 256
+MAX_ID_LENGTH = 128
+MAX_TOPIC_LENGTH = 256
+
+_loads = orjson.loads
+_dumps = orjson.dumps
+_JSONDecodeError = orjson.JSONDecodeError
+
+CallId = Union[str, int]
+
+
+class WireError(Exception):
+    """A received text that breaks the protocol; ``code`` is ``bad_json`` or ``bad_message``."""
+
+    def __init__(self, code: str, message: str, id: CallId | None = None) -> None:
+        super().__init__(code, message)
+        self.code = code
+        self.message = message
+        self.id = id
+        # the message's 'type' when it had a known one (e.g. to tell a malformed hello)
+        self.kind: str | None = None
+
+
+@dataclass(slots=True)
+class Resume:
+    """The ``resume`` member of a ``hello``."""
+
+    session: str
+    token: str
+    last_seq: int
+
+
+@dataclass(slots=True)
+class Hello:
+    """``hello``: the first client message."""
+
+    auth: Any
+    resume: Resume | None
+    meta: dict | None
+
+
+@dataclass(slots=True)
+class Event:
+    """``event``: fire-and-forget to the event handler named ``event``."""
+
+    event: str
+    data: Any
+
+
+@dataclass(slots=True)
+class Call:
+    """``call``: a request answered by exactly one ``result`` or ``error`` with the same id."""
+
+    id: CallId
+    method: str
+    params: Any
+
+
+@dataclass(slots=True)
+class Cancel:
+    """``cancel``: cancel the client's in-flight call ``id``."""
+
+    id: CallId
+
+
+@dataclass(slots=True)
+class Result:
+    """``result``: the client's answer to a server-initiated call."""
+
+    id: CallId
+    result: Any
+
+
+@dataclass(slots=True)
+class Error:
+    """``error``: the client's failure answer to a server-initiated call."""
+
+    id: CallId
+    code: str
+    message: str
+    data: Any
+
+
+@dataclass(slots=True)
+class Subscribe:
+    """``subscribe``: join ``topic``; answered when ``id`` is given."""
+
+    topic: str
+    id: CallId | None
+
+
+@dataclass(slots=True)
+class Unsubscribe:
+    """``unsubscribe``: leave ``topic``; answered when ``id`` is given."""
+
+    topic: str
+    id: CallId | None
+
+
+@dataclass(slots=True)
+class Publish:
+    """``publish``: deliver ``data`` to every subscriber of ``topic``."""
+
+    topic: str
+    data: Any
+    id: CallId | None
+
+
+@dataclass(slots=True)
+class Ack:
+    """``ack``: the client holds every server message up to ``seq``."""
+
+    seq: int
+
+
+@dataclass(slots=True)
+class Ping:
+    """``ping``: answered by ``pong`` with the same data."""
+
+    data: Any
+
+
+@dataclass(slots=True)
+class Bye:
+    """``bye``: end the session for good."""
+
+
+Message = Union[
+    Hello, Event, Call, Cancel, Result, Error, Subscribe, Unsubscribe, Publish, Ack, Ping, Bye
+]
+
+
+def _bad(message: str, id: CallId | None = None) -> WireError:
+    return WireError(errors.BAD_MESSAGE, message, id)
+
+
+def _name(obj: dict, key: str) -> str:
+    value = obj.get(key)
+    if type(value) is not str or not value or len(value) > MAX_NAME_LENGTH:
+        raise _bad(f"'{key}' must be a non-empty string of at most {MAX_NAME_LENGTH} characters")
+    return value
+
+
+def _topic(obj: dict) -> str:
+    value = obj.get("topic")
+    if type(value) is not str or not value or len(value) > MAX_TOPIC_LENGTH:
+        raise _bad(f"'topic' must be a non-empty string of at most {MAX_TOPIC_LENGTH} characters")
+    return value
+
+
+def _is_id(value: Any) -> bool:
+    # bool is a subclass of int, and true/false are not ids.
+    t = type(value)
+    return (t is int) or (t is str and len(value) <= MAX_ID_LENGTH)
+
+
+def _id(obj: dict) -> CallId:
+    value = obj.get("id")
+    if not _is_id(value):
+        raise _bad(f"'id' must be an integer or a string of at most {MAX_ID_LENGTH} characters")
+    return value
+
+
+def _optional_id(obj: dict) -> CallId | None:
+    return _id(obj) if "id" in obj else None
+
+
+def _seq(value: Any, what: str) -> int:
+    if type(value) is not int or value < 0:
+        raise _bad(f"'{what}' must be a non-negative integer")
+    return value
+
+
+def _hello(obj: dict) -> Hello:
+    resume = obj.get("resume")
+    if resume is not None:
+        if type(resume) is not dict:
+            raise _bad("'resume' must be an object")
+        session, token = resume.get("session"), resume.get("token")
+        if type(session) is not str or type(token) is not str:
+            raise _bad("'resume' needs string 'session' and 'token'")
+        resume = Resume(session, token, _seq(resume.get("last_seq"), "resume.last_seq"))
+    meta = obj.get("meta")
+    if meta is not None and type(meta) is not dict:
+        raise _bad("'meta' must be an object")
+    return Hello(obj.get("auth"), resume, meta)
+
+
+def _event(obj: dict) -> Event:
+    return Event(_name(obj, "event"), obj.get("data"))
+
+
+def _call(obj: dict) -> Call:
+    call_id = _id(obj)
+    try:
+        method = _name(obj, "method")
+    except WireError as e:
+        e.id = call_id
+        raise
+    return Call(call_id, method, obj.get("params"))
+
+
+def _cancel(obj: dict) -> Cancel:
+    return Cancel(_id(obj))
+
+
+def _result(obj: dict) -> Result:
+    call_id = _id(obj)
+    if "result" not in obj:
+        raise _bad("'result' is missing")
+    return Result(call_id, obj["result"])
+
+
+def _error(obj: dict) -> Error:
+    call_id = _id(obj)
+    err = obj.get("error")
+    if type(err) is not dict or type(err.get("code")) is not str or type(err.get("message")) is not str:
+        raise _bad("'error' must be an object with string 'code' and 'message'")
+    return Error(call_id, err["code"], err["message"], err.get("data"))
+
+
+def _subscribe(obj: dict) -> Subscribe:
+    return Subscribe(_topic(obj), _optional_id(obj))
+
+
+def _unsubscribe(obj: dict) -> Unsubscribe:
+    return Unsubscribe(_topic(obj), _optional_id(obj))
+
+
+def _publish(obj: dict) -> Publish:
+    return Publish(_topic(obj), obj.get("data"), _optional_id(obj))
+
+
+def _ack(obj: dict) -> Ack:
+    return Ack(_seq(obj.get("seq"), "seq"))
+
+
+def _ping(obj: dict) -> Ping:
+    return Ping(obj.get("data"))
+
+
+def _bye(obj: dict) -> Bye:
+    return Bye()
+
+
+# The one registry of message types; decoding dispatches on it, never on an if-chain.
+PARSERS: dict[str, Callable[[dict], Message]] = {
+    "hello": _hello,
+    "event": _event,
+    "call": _call,
+    "cancel": _cancel,
+    "result": _result,
+    "error": _error,
+    "subscribe": _subscribe,
+    "unsubscribe": _unsubscribe,
+    "publish": _publish,
+    "ack": _ack,
+    "ping": _ping,
+    "bye": _bye,
+}
+
+
+def depth(value: Any) -> int:
+    """How deeply ``value`` nests objects and arrays (a bare object is 1, a scalar 0)."""
+    deepest = 0
+    stack = [(value, 1)]
+    pop, push = stack.pop, stack.append
+    while stack:
+        item, level = pop()
+        t = type(item)
+        if t is dict:
+            children = item.values()
+        elif t is list:
+            children = item
+        else:
+            continue
+        if level > deepest:
+            deepest = level
+        for child in children:
+            ct = type(child)
+            if ct is dict or ct is list:
+                push((child, level + 1))
+    return deepest
+
+
+def decode(payload: bytes, max_depth: int = 32) -> Message:
+    """Parse one text message; raise WireError (bad_json / bad_message) if it breaks the spec."""
+    try:
+        obj = _loads(payload)
+    except _JSONDecodeError:
+        raise WireError(errors.BAD_JSON, "not valid JSON") from None
+    if type(obj) is not dict:
+        raise WireError(errors.BAD_JSON, "a message must be a JSON object")
+    # Cheap bound first: fewer brackets than the limit cannot nest past it.
+    if payload.count(b"{") + payload.count(b"[") > max_depth and depth(obj) > max_depth:
+        raise WireError(errors.BAD_JSON, f"nested deeper than {max_depth}")
+    kind = obj.get("type")
+    parse = PARSERS.get(kind) if type(kind) is str else None
+    if parse is None:
+        if type(kind) is not str:
+            raise _bad("'type' must be a string")
+        raise _bad("unknown message type")
+    try:
+        return parse(obj)
+    except WireError as e:
+        e.kind = kind
+        raise
+
+
+# -- encoding: a v1 server sends exactly the listed members ------------------------------------
+
+def encode_welcome(session: str, token: str, resumed: bool, heartbeat: float, server: str) -> bytes:
+    """Encode ``welcome``."""
+    return _dumps({"type": "welcome", "session": session, "token": token,
+                   "resumed": resumed, "heartbeat": heartbeat, "server": server})
+
+
+def encode_event(event: str, data: Any, seq: int) -> bytes:
+    """Encode a server-pushed ``event``."""
+    return _dumps({"type": "event", "event": event, "data": data, "seq": seq})
+
+
+def encode_message(topic: str, data: Any, seq: int) -> bytes:
+    """Encode a topic ``message`` delivery."""
+    return _dumps({"type": "message", "topic": topic, "data": data, "seq": seq})
+
+
+def encode_call(call_id: CallId, method: str, params: Any, seq: int) -> bytes:
+    """Encode a server-initiated ``call``."""
+    return _dumps({"type": "call", "id": call_id, "method": method, "params": params, "seq": seq})
+
+
+def encode_result(call_id: CallId, result: Any) -> bytes:
+    """Encode a ``result`` answering a client request."""
+    return _dumps({"type": "result", "id": call_id, "result": result})
+
+
+def encode_error(code: str, message: str, data: Any = None, call_id: CallId | None = None) -> bytes:
+    """Encode an ``error``; ``id`` only when it answers a request, ``data`` only when given."""
+    err: dict[str, Any] = {"code": code, "message": message}
+    if data is not None:
+        err["data"] = data
+    if call_id is None:
+        return _dumps({"type": "error", "error": err})
+    return _dumps({"type": "error", "error": err, "id": call_id})
+
+
+def encode_pong(data: Any) -> bytes:
+    """Encode ``pong``."""
+    return _dumps({"type": "pong", "data": data})
