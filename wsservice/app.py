@@ -8,6 +8,7 @@ from twisted.application.service import MultiService
 
 from .config import Settings
 from .listener import ListenerService
+from .registry import Registry
 from .service import SessionService
 from .web import makeSite
 
@@ -38,10 +39,10 @@ class WSService(MultiService):
         return listener
 
 
-def makeService(handlers: Iterable[Any] = (), listen: Iterable[str] = (DEFAULT_LISTEN,),
+def makeService(handlers: Iterable[Any] | Registry = (), listen: Iterable[str] = (DEFAULT_LISTEN,),
                 settings: Settings | None = None, authenticator: Any = None,
                 reactor: Any = None) -> WSService:
-    """Build the service: handlers served on every ``listen`` endpoint string."""
+    """Build the service: handlers (objects, or a Registry) served on every ``listen`` string."""
     sessions = SessionService(handlers, settings, authenticator, clock=reactor)
     service = WSService(sessions, reactor)
     for description in listen:

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .origin import OriginPolicy
+
 MiB = 1024 * 1024
+MAX_DEPTH = 1000  # orjson refuses nesting past 1024 whatever we allow
 
 
 @dataclass(frozen=True)
@@ -35,5 +38,8 @@ class Settings:
                      "max_subscriptions"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
+        OriginPolicy(self.allowed_origins)  # raises ValueError on a malformed pattern
+        if self.max_depth > MAX_DEPTH:
+            raise ValueError(f"max_depth must be <= {MAX_DEPTH} (the JSON parser's own limit)")
         if self.max_bad_messages < 0:
             raise ValueError("max_bad_messages must be >= 0")

@@ -36,10 +36,12 @@ class Connection:
         self._pending: list[bytes] = []
         self._max_depth = service.settings.max_depth
         self._hello_timer: IDelayedCall | None = None
+        self._meta: dict | None = None
         if service.full or not service.running:
             self.state = CLOSED
             link.closeWith(errors.CLOSE_TRY_AGAIN_LATER, "server full, try again later")
             return
+        service.connections.add(self)
         self._hello_timer = service.clock.callLater(service.settings.hello_timeout,
                                                     self._hello_timed_out)
 
@@ -48,6 +50,10 @@ class Connection:
         if self.state == OPEN:
             session = self.session
             assert session is not None
+            if session.closed:
+                # ended (bye, close, budget) while the closing handshake is under way
+                self.state = CLOSED
+                return
             try:
                 message = wire.decode(payload, self._max_depth)
             except wire.WireError as e:
@@ -69,8 +75,20 @@ class Connection:
         self.state = CLOSED
         self.link.closeWith(errors.CLOSE_UNSUPPORTED_DATA, "binary messages are not supported")
 
+    def shutdown(self) -> None:
+        """The server is stopping: close 1001 (ending the session, if any)."""
+        session = self.session
+        if session is not None and session.link is self.link:
+            self.service.end(session, "shutdown", errors.CLOSE_GOING_AWAY,
+                             "server shutting down")
+        else:
+            self._stop_timer()
+            self.state = CLOSED
+            self.link.closeWith(errors.CLOSE_GOING_AWAY, "server shutting down")
+
     def lost(self) -> None:
         """The transport connection is gone."""
+        self.service.connections.discard(self)
         self._stop_timer()
         self.state = CLOSED
         self._pending = []
@@ -94,22 +112,25 @@ class Connection:
             self._refuse(errors.NOT_REGISTERED, "the first message must be a hello",
                          errors.CLOSE_PROTOCOL_VIOLATION)
             return
-        self._stop_timer()
+        # The hello timer keeps running: an authenticator that never answers must not pin
+        # the connection open.
         self.state = AUTHENTICATING
+        self._meta = message.meta
         self.service.metrics.messages_in["hello"] += 1
         request = AuthRequest(message.auth, self._request.headers, self._request.peer,
                               self._request.listener)
         d = self.service.authenticate(request)
-        d.addCallbacks(self._authenticated, self._unauthenticated, (message,))
+        d.addCallbacks(self._authenticated, self._unauthenticated)
 
-    def _authenticated(self, principal: Any, hello: wire.Hello) -> None:
+    def _authenticated(self, principal: Any) -> None:
         if self.state != AUTHENTICATING:
             return  # the connection went away while the authenticator decided
         if self.service.full or not self.service.running:
             self.state = CLOSED
             self.link.closeWith(errors.CLOSE_TRY_AGAIN_LATER, "server full, try again later")
             return
-        self.session = session = self.service.open(principal, hello.meta, self.link)
+        self._stop_timer()
+        self.session = session = self.service.open(principal, self._meta, self.link)
         self.service.welcome(session)
         self.state = OPEN
         pending, self._pending = self._pending, []
@@ -118,7 +139,7 @@ class Connection:
                 break
             self.received(payload)
 
-    def _unauthenticated(self, failure: Failure, hello: wire.Hello) -> None:
+    def _unauthenticated(self, failure: Failure) -> None:
         if self.state != AUTHENTICATING:
             return
         if isinstance(failure.value, ApplicationError):
@@ -136,14 +157,17 @@ class Connection:
         self._pending = []
         self.service.metrics.errors[code] += 1
         self.service.metrics.messages_out["error"] += 1
-        self.link.sendFrame(wire.encode_error(code, message))
+        self.link.sendText(wire.encode_error(code, message))
         self.link.closeWith(close, message)
 
     def _hello_timed_out(self) -> None:
         self._hello_timer = None
-        if self.state == AWAITING_HELLO:
+        if self.state in (AWAITING_HELLO, AUTHENTICATING):
+            reason = "no hello in time" if self.state == AWAITING_HELLO else \
+                "authentication took too long"
             self.state = CLOSED
-            self.link.closeWith(errors.CLOSE_HELLO_TIMEOUT, "no hello in time")
+            self._pending = []
+            self.link.closeWith(errors.CLOSE_HELLO_TIMEOUT, reason)
 
     def _stop_timer(self) -> None:
         if self._hello_timer is not None:

@@ -43,7 +43,11 @@ event = _marker(_EVENT_MARK, "event")
 
 
 def _collect(cls: type, attribute: str) -> dict[str, str]:
-    """Map served name -> method name over the class's MRO; a subclass overrides its bases."""
+    """Map served name -> method name over the class's MRO; a subclass overrides its bases.
+
+    An override without a mark keeps serving the base's name; an override marked with
+    another name serves only the new one.
+    """
     served: dict[str, str] = {}
     for klass in reversed(cls.__mro__):
         owner: dict[str, str] = {}
@@ -56,6 +60,8 @@ def _collect(cls: type, attribute: str) -> dict[str, str]:
                     f"{klass.__qualname__}: both {owner[name]}() and {attr}() serve {name!r}"
                 )
             owner[name] = attr
+        remarked = set(owner.values())
+        served = {name: attr for name, attr in served.items() if attr not in remarked}
         served.update(owner)
     return served
 

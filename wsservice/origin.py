@@ -2,50 +2,86 @@
 
 from __future__ import annotations
 
-from fnmatch import fnmatchcase
+import re
 from typing import Iterable
 from urllib.parse import urlsplit
 
 _DEFAULT_PORTS = {"http": 80, "ws": 80, "https": 443, "wss": 443}
+_PATTERN = re.compile(
+    r"^(?P<scheme>[a-z][a-z0-9+.-]*)://(?P<host>\[[0-9a-f:.]+\]|[a-z0-9*._-]+)"
+    r"(?::(?P<port>\d+|\*))?/?$")
 
 
-def _host_port(netloc: str, default_port: int) -> tuple[str, int] | None:
-    """Split 'host[:port]' (IPv6 in brackets) into a lower-case host and a port."""
+def _split(origin: str, default_port: int | None = None) -> tuple[str, str, int] | None:
+    """(scheme, host, port) of an Origin or Host value, or None when it is not one."""
     try:
-        parts = urlsplit("//" + netloc)
+        parts = urlsplit(origin)
         port = parts.port
     except ValueError:
         return None
-    if parts.hostname is None:
+    host = parts.hostname
+    if not parts.scheme or not host or parts.path not in ("", "/") or parts.query \
+            or parts.fragment or parts.username is not None:
         return None
-    return parts.hostname.lower(), default_port if port is None else port
+    if port is None:
+        port = _DEFAULT_PORTS.get(parts.scheme, default_port)
+        if port is None:
+            return None
+    return parts.scheme, host, port
+
+
+def _host_regex(host: str) -> re.Pattern[str]:
+    """A host pattern: a leading ``*.`` stands for one or more labels, ``*`` else for one."""
+    if host.startswith("["):
+        return re.compile(re.escape(host[1:-1]))
+    prefix = ""
+    if host.startswith("*."):
+        prefix, host = r"(?:[a-z0-9_-]+\.)+", host[2:]
+    return re.compile(prefix + r"\.".join(
+        "[a-z0-9_-]+" if label == "*" else re.escape(label) for label in host.split(".")))
 
 
 class OriginPolicy:
-    """Decides whether a handshake's Origin may connect: same host as Host, or a pattern."""
+    """Decides whether a handshake's Origin may connect: same host as Host, or a pattern.
+
+    Patterns are ``scheme://host[:port]``; ``*.`` in front of the host matches any
+    subdomains, ``:*`` any port, and ``*`` alone any origin.
+    """
 
     def __init__(self, patterns: Iterable[str] = ()) -> None:
-        self.patterns = tuple(p.lower().rstrip("/") for p in patterns)
-        self.allow_all = "*" in self.patterns
+        self.patterns = tuple(p.strip().lower().rstrip("/") for p in patterns)
+        self.allow_all = False
+        self._rules: list[tuple[str, re.Pattern[str], int | None]] = []
+        for pattern in self.patterns:
+            text = pattern
+            if text == "*":
+                self.allow_all = True
+                continue
+            m = _PATTERN.match(text)
+            if m is None:
+                raise ValueError(f"not an origin pattern (scheme://host[:port]): {pattern!r}")
+            scheme, port = m["scheme"], m["port"]
+            if port is None:
+                number: int | None = _DEFAULT_PORTS.get(scheme)
+                if number is None:
+                    raise ValueError(f"{pattern!r}: give a port for scheme {scheme!r}")
+            else:
+                number = None if port == "*" else int(port)
+            self._rules.append((scheme, _host_regex(m["host"]), number))
 
     def allows(self, origin: str | None, host: str | None, secure: bool = False) -> bool:
         """True if a handshake with this Origin and Host headers may go ahead."""
         if origin is None or self.allow_all:
             return True
-        origin = origin.strip().lower().rstrip("/")
-        for pattern in self.patterns:
-            if fnmatchcase(origin, pattern):
+        parsed = _split(origin.strip().lower())
+        if parsed is None:
+            return False
+        scheme, name, port = parsed
+        for rule_scheme, rule_host, rule_port in self._rules:
+            if scheme == rule_scheme and rule_host.fullmatch(name) \
+                    and rule_port in (None, port):
                 return True
-        try:
-            parts = urlsplit(origin)
-            origin_port = parts.port
-        except ValueError:
-            return False
-        if parts.scheme not in _DEFAULT_PORTS or parts.hostname is None:
-            return False
-        if origin_port is None:
-            origin_port = _DEFAULT_PORTS[parts.scheme]
         if host is None:
             return False
-        expected = _host_port(host.strip(), 443 if secure else 80)
-        return expected == (parts.hostname, origin_port)
+        expected = _split(("https://" if secure else "http://") + host.strip().lower())
+        return expected is not None and expected[1:] == (name, port)

@@ -106,17 +106,23 @@ class Registry:
                 + ", ".join(c.__name__ for c in HANDLER_CONTRACTS)
             )
         verify(handler, provided, name)
+        # Check everything before changing anything, so a refused handler leaves no trace.
+        merges = []
         if ICallHandler.providedBy(handler):
-            self._merge("call", self.calls, handler.calls, name)
+            merges.append(self._check("call", self.calls, handler.calls, name))
         if IEventHandler.providedBy(handler):
-            self._merge("event", self.events, handler.events, name)
+            merges.append(self._check("event", self.events, handler.events, name))
         if IResourceProvider.providedBy(handler):
-            self._merge("resource", self.resources, handler.resources, name, need_callable=False)
+            merges.append(self._check("resource", self.resources, handler.resources, name))
+        for kind, into, items in merges:
+            for key, target in items:
+                into[key] = target
+                self._owners[kind, key] = name
         if ISessionObserver.providedBy(handler):
             self.observers.append(handler)
 
-    def _merge(self, kind: str, into: dict[str, Any], routes: Any, name: str,
-               need_callable: bool = True) -> None:
+    def _check(self, kind: str, into: dict[str, Any], routes: Any,
+               name: str) -> tuple[str, dict[str, Any], list[tuple[str, Any]]]:
         try:
             items = list(routes.items())
         except AttributeError:
@@ -124,11 +130,10 @@ class Registry:
         for key, target in items:
             if not isinstance(key, str) or (kind != "resource" and not key):
                 raise ConfigurationError(f"{name}: {kind} name {key!r} is not a non-empty string")
-            if need_callable and not callable(target):
+            if kind != "resource" and not callable(target):
                 raise ConfigurationError(f"{name}: {kind} {key!r} is not callable")
             if key in into:
                 raise ConfigurationError(
                     f"{kind} {key!r} is served twice: by {self._owners[kind, key]} and by {name}"
                 )
-            into[key] = target
-            self._owners[kind, key] = name
+        return kind, into, items

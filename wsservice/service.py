@@ -17,6 +17,7 @@ from . import errors, wire
 from ._version import __version__
 from .auth import AnonymousAuthenticator, AuthRequest
 from .config import Settings
+from .connection import Connection
 from .errors import ApplicationError
 from .interfaces import IAuthenticator
 from .metrics import Metrics
@@ -36,16 +37,18 @@ class SessionService(Service):
     _log = Logger()
     name = "wsservice-sessions"
 
-    def __init__(self, handlers: Iterable[Any] = (), settings: Settings | None = None,
+    def __init__(self, handlers: Iterable[Any] | Registry = (), settings: Settings | None = None,
                  authenticator: Any = None, clock: IReactorTime | None = None) -> None:
         if clock is None:
             from twisted.internet import reactor as clock  # type: ignore[assignment]
         self.settings = settings or Settings()
         self.clock: IReactorTime = clock  # type: ignore[assignment]
-        self.registry = Registry(handlers)
+        self.registry = handlers if isinstance(handlers, Registry) else Registry(handlers)
         self.authenticator = authenticator or AnonymousAuthenticator()
         verify(self.authenticator, (IAuthenticator,), f"authenticator {self.authenticator!r}")
         self.sessions: dict[str, Session] = {}
+        # every open connection, with or without a session yet, so shutdown reaches them all
+        self.connections: set[Connection] = set()
         self.metrics = Metrics(lambda: len(self.sessions))
         self._labels = itertools.count(1)
         heartbeat = self.settings.heartbeat
@@ -71,7 +74,9 @@ class SessionService(Service):
     # -- lifecycle ------------------------------------------------------------------------------
 
     def stopService(self) -> Deferred | None:
-        """End every session (close 1001) and stop."""
+        """Close every connection 1001, ending its session, and stop."""
+        for connection in list(self.connections):
+            connection.shutdown()
         for session in list(self.sessions.values()):
             self.end(session, "shutdown", errors.CLOSE_GOING_AWAY, "server shutting down")
         return super().stopService()
@@ -82,9 +87,8 @@ class SessionService(Service):
         return len(self.sessions) >= self.settings.max_sessions
 
     def connect(self, link: Link, headers: dict[str, str] | None = None, peer: str = "",
-                listener: str = "") -> "Connection":
+                listener: str = "") -> Connection:
         """A transport opened a connection: return the object to feed its messages to."""
-        from .connection import Connection
         return Connection(self, link, AuthRequest(None, headers or {}, peer, listener))
 
     # -- sessions -------------------------------------------------------------------------------
@@ -183,7 +187,7 @@ class SessionService(Service):
             if iscoroutine(result):
                 result = Deferred.fromCoroutine(result)
             if isinstance(result, Deferred):
-                result.addErrback(session.fail, None, f"event {msg.event!r}")
+                result.addErrback(lambda f: session.fail(None, f, f"event {msg.event!r}"))
 
     def _call(self, session: Session, msg: wire.Call) -> None:
         call_id = msg.id

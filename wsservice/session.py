@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 class Link(Protocol):
     """What a session needs of its connection: send a text frame, close with a code."""
 
-    def sendFrame(self, payload: bytes) -> None:
+    def sendText(self, payload: bytes) -> None:
         """Send one text message."""
 
     def closeWith(self, code: int, reason: str) -> None:
@@ -95,7 +95,7 @@ class Session:
         self._out[kind] += 1
         link = self.link
         if link is not None:
-            link.sendFrame(frame)
+            link.sendText(frame)
 
     def reply(self, call_id: wire.CallId, result: Any) -> None:
         """Answer the client's request ``call_id`` with ``result``."""
@@ -152,8 +152,9 @@ class Session:
         """Mark the session over: cancel client calls, fail server calls, drop the link."""
         self.closed = True
         self.link = None
-        calls, self.inflight = self.inflight, {}
-        for d in calls.values():
+        calls = list(self.inflight.values())
+        self.inflight.clear()
+        for d in calls:
             d.cancel()
         pending, self._server_calls = self._server_calls, {}
         for d, timer in pending.values():

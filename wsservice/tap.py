@@ -74,21 +74,18 @@ class Options(usage.Options):
         self["allowed-origin"] = []
 
     def opt_listen(self, description: str) -> None:
-        """Listen on a Twisted server endpoint string (repeatable; default
-        tcp:8080:interface=127.0.0.1). unix: sockets are created mode 0600 unless mode= is given.
-        """
+        """Listen on a Twisted server endpoint string (repeatable; default """ \
+            """tcp:8080:interface=127.0.0.1). unix: sockets get mode 0600 unless mode= is given."""
         self["listen"].append(description)
 
     def opt_handler(self, name: str) -> None:
-        """Load handlers from package.module:attribute, an object or a zero-argument factory
-        (repeatable; default wsservice.demo:DemoApp, the demo app).
-        """
+        """Load handlers from package.module:attribute, an object or a zero-argument """ \
+            """factory (repeatable; default wsservice.demo:DemoApp, the demo app)."""
         self["handler"].append(name)
 
     def opt_allowed_origin(self, pattern: str) -> None:
-        """Also allow browser Origins matching this pattern, e.g. https://*.example.com; '*'
-        allows all (repeatable; default: only an Origin on the Host the client connected to).
-        """
+        """Also allow browser Origins matching this pattern, e.g. https://*.example.com; """ \
+            """'*' allows all (repeatable; default: only the Host the client connected to)."""
         self["allowed-origin"].append(pattern)
 
     def postOptions(self) -> None:
@@ -126,7 +123,9 @@ class Options(usage.Options):
 def makeService(options: Options) -> IService:
     """Build the service twistd runs from parsed options."""
     try:
-        handlers = [registry.load(name) for name in options["handler"]]
+        handlers = registry.Registry()
+        for name in options["handler"]:
+            handlers.add(registry.load(name), name)
         authenticator = registry.load_authenticator(options["auth"]) if options["auth"] else None
         return _makeService(handlers, options["listen"], options["settings"], authenticator)
     except ConfigurationError as e:

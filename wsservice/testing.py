@@ -28,7 +28,7 @@ class FakeLink:
         self.close_code: int | None = None
         self.close_reason: str | None = None
 
-    def sendFrame(self, payload: bytes) -> None:
+    def sendText(self, payload: bytes) -> None:
         """Record one sent text message (ignored once closed, as a WebSocket would)."""
         if self.close_code is None:
             self.frames.append(payload)

@@ -72,13 +72,18 @@ class WebSocketProtocol(WebSocketServerProtocol):
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
         """The connection is gone (cleanly or not)."""
+        # Autobahn leaves a pending close-handshake timer behind when the peer vanishes
+        # mid-close; drop it so nothing outlives the connection.
+        timer, self.closeHandshakeTimeoutCall = self.closeHandshakeTimeoutCall, None
+        if timer is not None:
+            timer.cancel()
         connection, self._connection = self._connection, None
         if connection is not None:
             connection.lost()
 
     # -- Link, as the service sees this connection -------------------------------------------
 
-    def sendFrame(self, payload: bytes) -> None:
+    def sendText(self, payload: bytes) -> None:
         """Send one text message."""
         self.sendMessage(payload, False)
 
@@ -108,6 +113,9 @@ class WebSocketFactory(WebSocketServerFactory):
             perMessageCompressionAccept=_accept_deflate,
             openHandshakeTimeout=settings.hello_timeout,
             closeHandshakeTimeout=5,
+            # protocol errors (e.g. 1009 too big) are told to the client with a close frame,
+            # not by a silent TCP drop
+            failByDrop=False,
             # a small server message is sent as one TCP segment, right away
             tcpNoDelay=True,
         )

@@ -1,0 +1,422 @@
+"""End to end: the real service on a real TCP port and a real unix socket, real WebSocket clients.
+
+Every test runs on both transports (TCPTests, UNIXTests).
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from typing import Any
+
+import orjson
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred
+from twisted.internet.task import deferLater
+from twisted.trial.unittest import TestCase
+
+from wsservice import Settings, makeService
+from wsservice.demo import DemoApp
+
+from .wsclient import Client, connect, handshake_headers, http, socket_path
+
+SETTINGS = Settings(hello_timeout=1.0, max_bad_messages=3, call_timeout=1.0,
+                    max_inflight_calls=4, max_message_size=64 * 1024, max_depth=8)
+
+
+class _EndToEnd:
+    """The tests; subclasses say which listener to use."""
+
+    settings = SETTINGS
+
+    def listen_description(self) -> str:
+        raise NotImplementedError
+
+    def address_of(self, port: Any) -> str:
+        raise NotImplementedError
+
+    async def _start(self) -> None:
+        self.clients: list[Client] = []
+        self.service = makeService([DemoApp()], [self.listen_description()], self.settings)
+        self.service.startService()
+        # trial runs cleanups (LIFO) before tearDown: stop here, before the socket dir goes
+        self.addCleanup(lambda: Deferred.fromCoroutine(self._stop()))
+        port = await self.service.listeners[0].whenListening
+        self.address = self.address_of(port)
+
+    def setUp(self) -> Deferred:
+        return Deferred.fromCoroutine(self._start())
+
+    async def _stop(self) -> None:
+        for client in self.clients:
+            if not client.closed.called:
+                client.dropConnection(abort=True)
+        for client in self.clients:
+            await client.closed
+        await self.service.stopService()
+
+    async def client(self, **kwargs: Any) -> Client:
+        c = await connect(self.address, **kwargs)
+        self.clients.append(c)
+        return c
+
+    async def session(self, **hello: Any) -> tuple[Client, dict[str, Any]]:
+        c = await self.client()
+        welcome = await c.hello(**hello)
+        return c, welcome
+
+    async def expect_error(self, c: Client, code: str, id: Any = None) -> dict[str, Any]:
+        message = await c.next()
+        self.assertEqual(message["type"], "error", message)
+        self.assertEqual(message["error"]["code"], code, message)
+        if id is None:
+            self.assertNotIn("id", message)
+        else:
+            self.assertEqual(message["id"], id)
+        return message
+
+    async def expect_close(self, c: Client, code: int) -> None:
+        got, reason = await c.waitClosed()
+        self.assertEqual(got, code, reason)
+
+    # -- session lifecycle ---------------------------------------------------------------------
+
+    async def test_hello_welcome(self) -> None:
+        c, welcome = await self.session(meta={"app": "e2e"})
+        self.assertEqual(set(welcome), {"type", "session", "token", "resumed", "heartbeat",
+                                        "server"})
+        self.assertFalse(welcome["resumed"])
+        self.assertEqual(welcome["heartbeat"], 25)
+        self.assertTrue(welcome["server"].startswith("wsservice/"))
+        self.assertNotEqual(welcome["session"], welcome["token"])
+        reply = await c.call("whoami")
+        self.assertEqual(reply["result"], {"session": welcome["session"],
+                                           "principal": "anonymous", "meta": {"app": "e2e"}})
+        self.assertEqual(c.websocket_protocol_in_use, "wsservice.v1")
+
+    async def test_bye_closes_1000_and_ends_session(self) -> None:
+        c, _ = await self.session()
+        self.assertEqual(len(self.service.sessions.sessions), 1)
+        c.send({"type": "bye"})
+        await self.expect_close(c, 1000)
+        self.assertEqual(self.service.sessions.sessions, {})
+
+    async def test_client_drop_ends_session(self) -> None:
+        c, _ = await self.session()
+        c.dropConnection(abort=True)
+        await c.closed
+        for _ in range(50):
+            if not self.service.sessions.sessions:
+                break
+            await deferLater(reactor, 0.01, lambda: None)
+        self.assertEqual(self.service.sessions.sessions, {})
+
+    async def test_second_hello_already_registered(self) -> None:
+        c, _ = await self.session()
+        c.send({"type": "hello"})
+        await self.expect_error(c, "already_registered")
+        self.assertEqual((await c.call("echo", 1))["result"], 1)
+
+    async def test_message_before_hello_closes_4400(self) -> None:
+        c = await self.client()
+        c.send({"type": "call", "id": 1, "method": "echo"})
+        await self.expect_error(c, "not_registered")
+        await self.expect_close(c, 4400)
+
+    async def test_invalid_json_before_hello_closes_4400(self) -> None:
+        c = await self.client()
+        c.sendRaw(b"{nope")
+        await self.expect_error(c, "not_registered")
+        await self.expect_close(c, 4400)
+
+    async def test_malformed_hello_bad_message_4400(self) -> None:
+        c = await self.client()
+        c.send({"type": "hello", "meta": [1]})
+        await self.expect_error(c, "bad_message")
+        await self.expect_close(c, 4400)
+
+    async def test_no_hello_closes_4408(self) -> None:
+        c = await self.client()
+        await self.expect_close(c, 4408)
+
+    # -- events and calls ------------------------------------------------------------------------
+
+    async def test_event_echo_pushes_with_seq(self) -> None:
+        c, _ = await self.session()
+        for i in range(3):
+            c.send({"type": "event", "event": "echo", "data": {"n": i}})
+        for i in range(3):
+            self.assertEqual(await c.next(), {"type": "event", "event": "echo",
+                                              "data": {"n": i}, "seq": i + 1})
+
+    async def test_unknown_event(self) -> None:
+        c, _ = await self.session()
+        c.send({"type": "event", "event": "nope"})
+        await self.expect_error(c, "unknown_event")
+
+    async def test_call_echo(self) -> None:
+        c, _ = await self.session()
+        params = {"text": "héllo", "list": [1, 2.5, None, True]}
+        self.assertEqual(await c.call("echo", params, id="a"),
+                         {"type": "result", "id": "a", "result": params})
+
+    async def test_call_fail_is_internal_without_traceback(self) -> None:
+        c, _ = await self.session()
+        reply = await self.expect_error_after(c, "fail", "internal")
+        self.assertNotIn("Traceback", orjson.dumps(reply).decode())
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        self.assertEqual((await c.call("echo", 2, id=2))["result"], 2)
+
+    async def expect_error_after(self, c: Client, method: str, code: str,
+                                 params: Any = None) -> dict[str, Any]:
+        c.send({"type": "call", "id": 1, "method": method, "params": params})
+        return await self.expect_error(c, code, 1)
+
+    async def test_call_reject_application_error(self) -> None:
+        c, _ = await self.session()
+        reply = await self.expect_error_after(c, "reject", "demo.rejected", {"why": "test"})
+        self.assertEqual(reply["error"]["data"], {"why": "test"})
+
+    async def test_unknown_method(self) -> None:
+        c, _ = await self.session()
+        await self.expect_error_after(c, "nope", "unknown_method")
+
+    async def test_invalid_params(self) -> None:
+        c, _ = await self.session()
+        await self.expect_error_after(c, "sleep", "invalid_params", {"seconds": 61})
+
+    async def test_sleep_and_out_of_order_replies(self) -> None:
+        c, _ = await self.session()
+        c.send({"type": "call", "id": "slow", "method": "sleep", "params": {"seconds": 0.3}})
+        c.send({"type": "call", "id": "fast", "method": "sleep", "params": {"seconds": 0}})
+        c.send({"type": "call", "id": "now", "method": "echo", "params": 1})
+        ids = [(await c.next())["id"] for _ in range(3)]
+        self.assertEqual(ids, ["now", "fast", "slow"])
+
+    async def test_cancel(self) -> None:
+        c, _ = await self.session()
+        c.send({"type": "call", "id": 7, "method": "sleep", "params": {"seconds": 30}})
+        c.send({"type": "cancel", "id": 7})
+        await self.expect_error(c, "cancelled", 7)
+        c.send({"type": "cancel", "id": 99})  # not in flight: ignored
+        self.assertEqual((await c.call("echo", 3))["result"], 3)
+
+    async def test_call_timeout(self) -> None:
+        c, _ = await self.session()
+        await self.expect_error_after(c, "sleep", "timeout", {"seconds": 5})
+
+    async def test_duplicate_id(self) -> None:
+        c, _ = await self.session()
+        c.send({"type": "call", "id": 1, "method": "sleep", "params": {"seconds": 0.2}})
+        c.send({"type": "call", "id": 1, "method": "echo", "params": 1})
+        await self.expect_error(c, "duplicate_id", 1)
+        self.assertEqual(await c.next(), {"type": "result", "id": 1, "result": None})
+
+    async def test_too_many_calls(self) -> None:
+        c, _ = await self.session()
+        for i in range(4):
+            c.send({"type": "call", "id": i, "method": "sleep", "params": {"seconds": 0.2}})
+        c.send({"type": "call", "id": 4, "method": "echo", "params": 1})
+        await self.expect_error(c, "too_many_calls", 4)
+        replies = sorted([(await c.next())["id"] for _ in range(4)])
+        self.assertEqual(replies, [0, 1, 2, 3])
+
+    async def test_server_call_answered(self) -> None:
+        c, _ = await self.session()
+        c.send({"type": "call", "id": "q", "method": "ask",
+                "params": {"method": "add", "params": [1, 2]}})
+        call = await c.next()
+        self.assertEqual({k: call[k] for k in ("type", "method", "params", "seq")},
+                         {"type": "call", "method": "add", "params": [1, 2], "seq": 1})
+        self.assertEqual(set(call), {"type", "id", "method", "params", "seq"})
+        c.send({"type": "result", "id": call["id"], "result": 3})
+        self.assertEqual(await c.next(), {"type": "result", "id": "q", "result": 3})
+
+    async def test_server_call_error_passed_on(self) -> None:
+        c, _ = await self.session()
+        c.send({"type": "call", "id": "q", "method": "ask", "params": {"method": "x"}})
+        call = await c.next()
+        c.send({"type": "error", "id": call["id"],
+                "error": {"code": "client.no", "message": "no", "data": [1]}})
+        reply = await self.expect_error(c, "client.no", "q")
+        self.assertEqual(reply["error"], {"code": "client.no", "message": "no", "data": [1]})
+
+    async def test_server_call_timeout(self) -> None:
+        c, _ = await self.session()
+        c.send({"type": "call", "id": "q", "method": "ask", "params": {"method": "x"}})
+        await c.next()  # the server's call, left unanswered
+        await self.expect_error(c, "timeout", "q")
+
+    async def test_reply_to_unknown_server_call(self) -> None:
+        c, _ = await self.session()
+        c.send({"type": "result", "id": 12345, "result": 1})
+        await self.expect_error(c, "bad_message")
+        c.send({"type": "error", "id": "zz", "error": {"code": "x", "message": "y"}})
+        await self.expect_error(c, "bad_message")
+
+    async def test_push_count(self) -> None:
+        c, _ = await self.session()
+        reply = await c.call("push", {"count": 50, "event": "tick", "data": "d"})
+        # pushes come before the result, in seq order
+        self.assertEqual(reply["type"], "event")
+        seqs = [reply["seq"]] + [(await c.next())["seq"] for _ in range(49)]
+        self.assertEqual(seqs, list(range(1, 51)))
+        self.assertEqual(await c.next(), {"type": "result", "id": 1, "result": 50})
+
+    async def test_ping_pong(self) -> None:
+        c, _ = await self.session()
+        c.send({"type": "ping", "data": {"t": 1}})
+        self.assertEqual(await c.next(), {"type": "pong", "data": {"t": 1}})
+
+    # -- bad input ------------------------------------------------------------------------------
+
+    async def test_bad_inputs_answered_and_connection_stays(self) -> None:
+        c, _ = await self.session()
+        cases = [
+            (b"not json", "bad_json"),
+            (b"[1, 2]", "bad_json"),
+            (b'"text"', "bad_json"),
+        ]
+        for payload, code in cases:
+            c.sendRaw(payload)
+            await self.expect_error(c, code)
+        self.assertEqual((await c.call("echo", 1))["result"], 1)
+
+    async def test_bad_messages_answered(self) -> None:
+        self.settings_budget = None
+        c, _ = await self.session()
+        for payload in [b'{"type": "nope"}', b'{"type": 5}', b'{"event": "echo"}']:
+            c.sendRaw(payload)
+            await self.expect_error(c, "bad_message")
+        self.assertEqual((await c.call("echo", 1))["result"], 1)
+
+    async def test_bad_call_keeps_its_id(self) -> None:
+        c, _ = await self.session()
+        c.send({"type": "call", "id": 9, "method": ""})
+        await self.expect_error(c, "bad_message", 9)
+
+    async def test_too_deep(self) -> None:
+        c, _ = await self.session()
+        deep: Any = 1
+        for _ in range(8):
+            deep = [deep]
+        c.send({"type": "event", "event": "echo", "data": deep})  # depth 9 > 8
+        await self.expect_error(c, "bad_json")
+        c.send({"type": "event", "event": "echo", "data": deep[0]})  # depth 8: fine
+        self.assertEqual((await c.next())["data"], deep[0])
+
+    async def test_bad_message_budget_closes_4400(self) -> None:
+        c, _ = await self.session()
+        for _ in range(3):
+            c.sendRaw(b"{")
+            await self.expect_error(c, "bad_json")
+        c.send({"type": "call", "id": 1, "method": "nope"})  # application errors don't count
+        await self.expect_error(c, "unknown_method", 1)
+        c.sendRaw(b"{")
+        await self.expect_error(c, "bad_json")
+        await self.expect_close(c, 4400)
+
+    async def test_binary_closes_1003(self) -> None:
+        c, _ = await self.session()
+        c.sendRaw(b"\x00\x01", binary=True)
+        await self.expect_close(c, 1003)
+
+    async def test_oversize_closes_1009(self) -> None:
+        c, _ = await self.session()
+        c.send({"type": "event", "event": "echo", "data": "x" * (64 * 1024)})
+        await self.expect_close(c, 1009)
+
+    async def test_bad_client_does_not_disturb_others(self) -> None:
+        good, _ = await self.session()
+        bad, _ = await self.session()
+        bad.sendRaw(b"\xff\xfe", binary=True)
+        good.send({"type": "call", "id": 1, "method": "sleep", "params": {"seconds": 0.1}})
+        await self.expect_close(bad, 1003)
+        self.assertEqual(await good.next(), {"type": "result", "id": 1, "result": None})
+
+    # -- handshake policy and HTTP -------------------------------------------------------------
+
+    async def test_wrong_subprotocol_400(self) -> None:
+        code, _, _ = await http(self.address, "/ws", handshake_headers(protocol="other.v2"))
+        self.assertEqual(code, 400)
+
+    async def test_foreign_origin_403(self) -> None:
+        code, _, _ = await http(self.address, "/ws",
+                                handshake_headers(origin="http://evil.example"))
+        self.assertEqual(code, 403)
+
+    async def test_same_origin_and_no_subprotocol_accepted(self) -> None:
+        c = await self.client(protocols=[], origin="http://localhost")
+        self.assertIsNone(c.websocket_protocol_in_use)
+        await c.hello()
+
+    async def test_permessage_deflate(self) -> None:
+        c = await self.client(deflate=True)
+        self.assertEqual(len(c.websocket_extensions_in_use), 1)
+        await c.hello()
+        self.assertEqual((await c.call("echo", "z" * 1000))["result"], "z" * 1000)
+
+    async def test_healthz(self) -> None:
+        await self.session()
+        code, headers, body = await http(self.address, "/healthz")
+        self.assertEqual(code, 200)
+        self.assertEqual(headers["content-type"], ["application/json"])
+        self.assertEqual(orjson.loads(body)["sessions"], 1)
+
+    async def test_metrics(self) -> None:
+        c, _ = await self.session()
+        await c.call("echo", 1)
+        c.send({"type": "call", "id": 2, "method": "nope"})
+        await c.next()
+        code, _, body = await http(self.address, "/metrics")
+        self.assertEqual(code, 200)
+        text = body.decode()
+        self.assertIn("wsservice_sessions 1.0", text)
+        self.assertIn('wsservice_messages_received_total{type="call"} 2.0', text)
+        self.assertIn('wsservice_messages_sent_total{type="result"} 1.0', text)
+        self.assertIn('wsservice_errors_total{code="unknown_method"} 1.0', text)
+        self.assertIn("wsservice_call_duration_seconds_count 1.0", text)
+
+    async def test_demo_page(self) -> None:
+        code, headers, body = await http(self.address, "/")
+        self.assertEqual(code, 200)
+        self.assertIn("text/html", headers["content-type"][0])
+        self.assertIn(b"wsservice.v1", body)
+
+    async def test_unknown_path_404(self) -> None:
+        code, _, _ = await http(self.address, "/nope")
+        self.assertEqual(code, 404)
+
+    async def test_shutdown_closes_1001(self) -> None:
+        c, _ = await self.session()
+        waiting = await self.client()
+        await self.service.stopService()
+        await self.expect_close(c, 1001)
+        await self.expect_close(waiting, 1001)
+        self.service.startService = None  # tearDown's stop is then a no-op repeat
+
+
+class TCPTests(_EndToEnd, TestCase):
+    """Over a TCP listener on loopback."""
+
+    def listen_description(self) -> str:
+        return "tcp:0:interface=127.0.0.1"
+
+    def address_of(self, port: Any) -> str:
+        return f"127.0.0.1:{port.getHost().port}"
+
+
+class UNIXTests(_EndToEnd, TestCase):
+    """Over a unix socket listener."""
+
+    def listen_description(self) -> str:
+        self.path = socket_path(self)
+        return f"unix:{self.path}"
+
+    def address_of(self, port: Any) -> str:
+        return f"unix:{self.path}"
+
+    async def test_socket_mode_0600_and_removed_on_stop(self) -> None:
+        self.assertEqual(stat.S_IMODE(os.stat(self.path).st_mode), 0o600)
+        await self.service.stopService()
+        self.assertFalse(os.path.exists(self.path))
