@@ -61,7 +61,8 @@ class OptionsDefaultsTests(SynchronousTestCase):
 
     def test_optionsAreFreshPerInstance(self) -> None:
         """Repeatable options must not share a list between Options instances."""
-        parse("--listen", "tcp:1234", "--handler", "a:b", "--allowed-origin", "https://x.example")
+        parse("--listen", "tcp:1234", "--handler", "tests.fixtures:Greeter",
+              "--allowed-origin", "https://x.example")
         o = parse()
         self.assertEqual(o["listen"], [DEFAULT_LISTEN])
         self.assertEqual(o["handler"], ["wsservice.demo:DemoApp"])
@@ -164,33 +165,34 @@ class OptionsInvalidTests(SynchronousTestCase):
 
 
 class MakeServiceTests(SynchronousTestCase):
+    """Handlers and authenticators are loaded while parsing: a bad one is a UsageError there."""
+
     def test_badHandler(self) -> None:
-        o = parse("--handler", "no.such.module:Thing", "--listen", "tcp:0")
-        e = self.assertRaises(usage.UsageError, tap.makeService, o)
+        e = self.assertRaises(usage.UsageError, parse,
+                              "--handler", "no.such.module:Thing", "--listen", "tcp:0")
         self.assertIn("no.such.module:Thing", str(e))
 
     def test_handlerProvidingNothing(self) -> None:
-        o = parse("--handler", "tests.fixtures:Nothing", "--listen", "tcp:0")
-        e = self.assertRaises(usage.UsageError, tap.makeService, o)
+        e = self.assertRaises(usage.UsageError, parse,
+                              "--handler", "tests.fixtures:Nothing", "--listen", "tcp:0")
         self.assertIn("tests.fixtures:Nothing", str(e))
 
     def test_handlerBrokenContract(self) -> None:
-        o = parse("--handler", "tests.fixtures:NoCallsAttribute", "--listen", "tcp:0")
-        e = self.assertRaises(usage.UsageError, tap.makeService, o)
+        e = self.assertRaises(usage.UsageError, parse, "--handler",
+                              "tests.fixtures:NoCallsAttribute", "--listen", "tcp:0")
         self.assertIn("tests.fixtures:NoCallsAttribute", str(e))
 
     def test_duplicateHandlers(self) -> None:
         """Two handlers serving one call name: a UsageError naming both."""
-        o = parse("--handler", "tests.fixtures:Greeter",
-                  "--handler", "tests.fixtures:OtherGreeter", "--listen", "tcp:0")
-        e = self.assertRaises(usage.UsageError, tap.makeService, o)
+        e = self.assertRaises(usage.UsageError, parse, "--handler", "tests.fixtures:Greeter",
+                              "--handler", "tests.fixtures:OtherGreeter", "--listen", "tcp:0")
         self.assertIn("greet", str(e))
         self.assertIn("Greeter", str(e))
         self.assertIn("OtherGreeter", str(e))
 
     def test_badAuth(self) -> None:
-        o = parse("--auth", "tests.fixtures:Greeter", "--listen", "tcp:0")
-        e = self.assertRaises(usage.UsageError, tap.makeService, o)
+        e = self.assertRaises(usage.UsageError, parse,
+                              "--auth", "tests.fixtures:Greeter", "--listen", "tcp:0")
         self.assertIn("tests.fixtures:Greeter", str(e))
 
     def test_service(self) -> None:

@@ -118,15 +118,20 @@ class Options(usage.Options):
             )
         except ValueError as e:
             raise usage.UsageError(str(e)) from e
+        # Load handlers here, not in makeService: twistd reports a UsageError raised while
+        # parsing as a clean message, but one from makeService as a traceback.
+        try:
+            handlers = registry.Registry()
+            for name in self["handler"]:
+                handlers.add(registry.load(name), name)
+            self["handlers"] = handlers
+            self["authenticator"] = (registry.load_authenticator(self["auth"])
+                                     if self["auth"] else None)
+        except ConfigurationError as e:
+            raise usage.UsageError(str(e)) from e
 
 
 def makeService(options: Options) -> IService:
     """Build the service twistd runs from parsed options."""
-    try:
-        handlers = registry.Registry()
-        for name in options["handler"]:
-            handlers.add(registry.load(name), name)
-        authenticator = registry.load_authenticator(options["auth"]) if options["auth"] else None
-        return _makeService(handlers, options["listen"], options["settings"], authenticator)
-    except ConfigurationError as e:
-        raise usage.UsageError(str(e)) from e
+    return _makeService(options["handlers"], options["listen"], options["settings"],
+                        options["authenticator"])

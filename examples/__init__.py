@@ -1,0 +1,1 @@
+"""Runnable examples for wsservice (``examples.chat`` and ``examples/chat.tac``)."""
