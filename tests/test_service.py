@@ -728,8 +728,8 @@ class LifecycleTests(ServiceTestCase):
         a.hello()
         b.hello()
         self.assertEqual(len(obs.opened), 2)
-        # told before welcome is sent
-        self.assertEqual(obs.frames_at_open, [0, 0])
+        # told just after welcome is sent, so an observer may push at once
+        self.assertEqual(obs.frames_at_open, [1, 1])
         a.send({"type": "bye"})
         b.drop()
         self.assertEqual([(s, r) for s, r in obs.closed], [(obs.opened[0], "bye"),
@@ -1016,3 +1016,31 @@ class IsolationTests(ServiceTestCase):
         self.assertEqual(a.received(), [])
         a.send({"type": "result", "id": ca["id"], "result": "a"})
         self.assertEqual(a.received(), [{"type": "result", "id": 1, "result": "a"}])
+
+
+class ObserverPushTests(SynchronousTestCase):
+    """An observer may push from sessionOpened: the client still sees welcome first."""
+
+    def test_push_from_session_opened_follows_welcome(self) -> None:
+        class Greeter(Handler):
+            def sessionOpened(self, session: Any) -> None:
+                session.push("greeting", "hi")
+
+        c = ServiceHarness([Greeter()]).connect()
+        c.send({"type": "hello"})
+        self.assertEqual([m["type"] for m in c.received()], ["welcome", "event"])
+
+
+class ReservedPathTests(SynchronousTestCase):
+    """A handler's HTTP resource may not hide /healthz, /metrics or the WebSocket path."""
+
+    def test_reserved_paths_refused(self) -> None:
+        from zope.interface import implementer
+
+        from wsservice import ConfigurationError, IResourceProvider
+
+        for path in ("healthz", "metrics", "ws", "ws/x"):
+            @implementer(IResourceProvider)
+            class Pages:
+                resources = {path: object()}
+            self.assertRaises(ConfigurationError, ServiceHarness, [Pages()])

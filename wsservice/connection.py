@@ -130,9 +130,8 @@ class Connection:
             self.link.closeWith(errors.CLOSE_TRY_AGAIN_LATER, "server full, try again later")
             return
         self._stop_timer()
-        self.session = session = self.service.open(principal, self._meta, self.link)
-        self.service.welcome(session)
         self.state = OPEN
+        self.session = self.service.open(principal, self._meta, self.link)
         pending, self._pending = self._pending, []
         for payload in pending:
             if self.state != OPEN:

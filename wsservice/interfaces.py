@@ -52,7 +52,7 @@ class ISessionObserver(Interface):
     """Told when sessions begin and end."""
 
     def sessionOpened(session: ISession) -> None:
-        """A session was created (after authentication, before ``welcome`` is sent)."""
+        """A session was created; its ``welcome`` has just been sent, so it may be pushed to."""
 
     def sessionClosed(session: ISession, reason: str) -> None:
         """A session ended; ``reason`` is ``bye``, ``closed``, ``lost`` or ``shutdown``."""

@@ -48,7 +48,7 @@ def _instantiate(obj: Any, spec: str, contracts: tuple[InterfaceClass, ...]) -> 
         try:
             return obj()
         except Exception as e:
-            raise ConfigurationError(f"{spec!r}: calling it to make the handler failed: {e!r}") from e
+            raise ConfigurationError(f"{spec!r}: calling it to make the object failed: {e!r}") from e
     return obj
 
 

@@ -18,7 +18,7 @@ from ._version import __version__
 from .auth import AnonymousAuthenticator, AuthRequest
 from .config import Settings
 from .connection import Connection
-from .errors import ApplicationError
+from .errors import ApplicationError, ConfigurationError
 from .interfaces import IAuthenticator
 from .metrics import Metrics
 from .registry import Registry, verify
@@ -44,6 +44,12 @@ class SessionService(Service):
         self.settings = settings or Settings()
         self.clock: IReactorTime = clock  # type: ignore[assignment]
         self.registry = handlers if isinstance(handlers, Registry) else Registry(handlers)
+        reserved = {"healthz", "metrics", self.settings.path.strip("/").split("/")[0]}
+        for path in self.registry.resources:
+            top = path.strip("/").split("/")[0]
+            if top in reserved:
+                raise ConfigurationError(
+                    f"a handler's HTTP resource {path!r} would hide the service's own /{top}")
         self.authenticator = authenticator or AnonymousAuthenticator()
         verify(self.authenticator, (IAuthenticator,), f"authenticator {self.authenticator!r}")
         self.sessions: dict[str, Session] = {}
@@ -103,7 +109,7 @@ class SessionService(Service):
         return maybeDeferred(ask)
 
     def open(self, principal: Any, meta: dict | None, link: Link) -> Session:
-        """Create a session for an authenticated hello and tell the observers."""
+        """Create a session for an authenticated hello, send ``welcome``, tell the observers."""
         label = f"s{next(self._labels)}"
         session = Session(self, secrets.token_urlsafe(_TOKEN_BYTES),
                           secrets.token_urlsafe(_TOKEN_BYTES), label, principal, meta or {}, link)
@@ -111,6 +117,9 @@ class SessionService(Service):
         self.metrics.sessions_opened += 1
         self._log.info("session {session} opened for {principal!r} ({count} open)",
                        session=label, principal=principal, count=len(self.sessions))
+        # welcome first: an observer may push or call at once, and the client must see
+        # its welcome before anything else
+        self.welcome(session)
         for observer in self.registry.observers:
             try:
                 observer.sessionOpened(session)

@@ -47,6 +47,7 @@ class FakeClient:
         self.link = FakeLink()
         self.connection: Connection = service.connect(self.link, headers, peer, listener)
         self._read = 0
+        self._unread: list[dict[str, Any]] = []
 
     @property
     def closed(self) -> int | None:
@@ -69,18 +70,26 @@ class FakeClient:
         """Lose the connection abruptly."""
         self.connection.lost()
 
+    def _inbox(self) -> list[dict[str, Any]]:
+        frames = self.link.frames
+        if self._read < len(frames):
+            self._unread.extend(orjson.loads(f) for f in frames[self._read:])
+            self._read = len(frames)
+        return self._unread
+
     def received(self) -> list[dict[str, Any]]:
-        """Every message received since the last read, decoded."""
-        frames = self.link.frames[self._read:]
-        self._read = len(self.link.frames)
-        return [orjson.loads(f) for f in frames]
+        """Every unread message, decoded, in order; marks them read."""
+        inbox = self._inbox()
+        messages = inbox[:]
+        inbox.clear()
+        return messages
 
     def next(self) -> dict[str, Any]:
         """The next unread message; AssertionError if there is none."""
-        if self._read >= len(self.link.frames):
+        inbox = self._inbox()
+        if not inbox:
             raise AssertionError("no message was received")
-        self._read += 1
-        return orjson.loads(self.link.frames[self._read - 1])
+        return inbox.pop(0)
 
     def hello(self, auth: Any = None, meta: dict | None = None) -> dict[str, Any]:
         """Say hello and return the ``welcome``; AssertionError on anything else."""
@@ -96,11 +105,15 @@ class FakeClient:
         return welcome
 
     def call(self, method: str, params: Any = None, id: Any = 1) -> dict[str, Any] | None:
-        """Send a call; return its reply if one came at once (else None: read it later)."""
+        """Send a call; return its reply if it came at once, else None (read it later).
+
+        Other messages (pushes, server calls) stay unread for ``next()``/``received()``.
+        """
         self.send({"type": "call", "id": id, "method": method, "params": params})
-        for message in self.received():
+        inbox = self._inbox()
+        for i, message in enumerate(inbox):
             if message.get("id") == id and message["type"] in ("result", "error"):
-                return message
+                return inbox.pop(i)
         return None
 
 

@@ -90,7 +90,9 @@ class WebSocketProtocol(WebSocketServerProtocol):
     def closeWith(self, code: int, reason: str) -> None:
         """Start the closing handshake with any close code of protocol.md."""
         # sendClose() only takes 1000 and 3000-4999; protocol.md also needs 1001/1003/1011/1013.
-        self.sendCloseFrame(code, reason.encode("utf-8")[:123], isReply=False)
+        # a close reason is at most 123 bytes and must stay valid UTF-8 when cut
+        raw = reason.encode("utf-8")[:123].decode("utf-8", "ignore").encode("utf-8")
+        self.sendCloseFrame(code, raw, isReply=False)
 
 
 class WebSocketFactory(WebSocketServerFactory):

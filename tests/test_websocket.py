@@ -1,0 +1,525 @@
+"""The thin Autobahn adapter (wsservice.websocket), driven in memory: no sockets, no real time.
+
+A real Autobahn client talks to WebSocketFactory's protocol over twisted.test.iosim transports
+through autobahn.twisted.testing's memory agent; the service, the factory, the agent and
+txaio's timers (Autobahn's handshake timeouts) all run on one MemoryReactorClock, so the
+hello timeout is driven by ``advance()`` and nothing is ever left on the real reactor.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+import orjson
+import txaio
+from autobahn.twisted.testing import create_memory_agent, create_pumper
+from autobahn.twisted.websocket import WebSocketClientProtocol
+from autobahn.websocket.compress import (
+    PerMessageDeflate,
+    PerMessageDeflateOffer,
+    PerMessageDeflateResponseAccept,
+)
+from twisted.internet.address import IPv4Address
+from twisted.internet.defer import Deferred
+from twisted.internet.testing import MemoryReactorClock
+from twisted.trial.unittest import TestCase
+from zope.interface import implementer
+
+from wsservice import errors
+from wsservice.config import Settings
+from wsservice.demo import DemoApp
+from wsservice.interfaces import IAuthenticator
+from wsservice.service import SERVER_NAME, SessionService
+from wsservice.websocket import SUBPROTOCOL, WebSocketFactory, WebSocketProtocol
+
+URL = "ws://localhost:9000/ws"
+V1 = {"protocols": [SUBPROTOCOL]}
+
+
+class Client(WebSocketClientProtocol):
+    """A plain Autobahn client that records what it gets and can offer permessage-deflate."""
+
+    def __init__(self, deflate: bool = False) -> None:
+        super().__init__()
+        self.deflate = deflate
+        self.messages: list[tuple[bytes, bool]] = []
+        self._waiting: list[Deferred] = []
+        self.opened = False
+        self.closed: Deferred = Deferred()
+
+    def connectionMade(self) -> None:
+        if self.deflate:
+            # the agent only passes a few options through; configure the offer on our factory
+            self.factory.setProtocolOptions(
+                perMessageCompressionOffers=[PerMessageDeflateOffer()],
+                perMessageCompressionAccept=PerMessageDeflateResponseAccept)
+        super().connectionMade()
+
+    def onOpen(self) -> None:
+        self.opened = True
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        self.messages.append((payload, isBinary))
+        if self._waiting:
+            self._waiting.pop(0).callback(None)
+
+    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+        if not self.closed.called:
+            self.closed.callback((wasClean, code, reason))
+
+    def send(self, message: dict) -> None:
+        self.sendMessage(orjson.dumps(message), False)
+
+    async def receive(self) -> Any:
+        """The next message from the server, decoded (text messages only)."""
+        while not self.messages:
+            d: Deferred = Deferred()
+            self._waiting.append(d)
+            await d
+        payload, isBinary = self.messages.pop(0)
+        assert not isBinary, payload
+        return orjson.loads(payload)
+
+
+class _AdapterTest(TestCase):
+    """Sets up service + factory + memory agent on one fake clock."""
+
+    settings = Settings()
+
+    def setUp(self) -> None:
+        self.clock = MemoryReactorClock()
+        # Autobahn arms its open/close handshake timers through txaio's loop: keep them on the
+        # fake clock too (restored after the test).
+        self.patch(txaio.config, "loop", self.clock)
+        self.service = SessionService([DemoApp(self.clock)], self.settings, clock=self.clock)
+        self.service.startService()
+        self.factory = WebSocketFactory(self.service, "test-listener", reactor=self.clock)
+        self.servers: list[WebSocketProtocol] = []
+        self.server_closed: list[Deferred] = []
+        self.clients: list[Client] = []
+        self.pumper = create_pumper()
+        self.agent = create_memory_agent(self.clock, self.pumper, self._server)
+        self.pumper.start()
+        self.addCleanup(self.pumper.stop)  # runs last: the pumps must run until then
+        self.addCleanup(lambda: Deferred.fromCoroutine(self._close_all()))
+
+    def _server(self) -> WebSocketProtocol:
+        proto = self.factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 9000))
+        self.servers.append(proto)
+        # observe (not replace) the adapter's onClose: the client may see its close first
+        closed: Deferred = Deferred()
+        self.server_closed.append(closed)
+        on_close = proto.onClose
+
+        def onClose(wasClean: bool, code: int | None, reason: str | None) -> None:
+            on_close(wasClean, code, reason)
+            closed.callback((wasClean, code, reason))
+
+        proto.onClose = onClose  # type: ignore[method-assign]
+        return proto
+
+    def _client(self, cls: type[Client] = Client, **kwargs: Any) -> Client:
+        client = cls(**kwargs)
+        self.clients.append(client)
+        return client
+
+    async def _close_all(self) -> None:
+        for client in self.clients:
+            if not client.closed.called:
+                client.dropConnection(abort=True)
+        for closed in [c.closed for c in self.clients] + self.server_closed:
+            await closed
+        if self.service.running:
+            self.service.stopService()
+        self.assertEqual(self.service.connections, set())
+
+    async def connect(self, options: dict | None = None, **kwargs: Any) -> Client:
+        """Open a WebSocket and wait for the handshake to succeed."""
+        proto = await self.agent.open(URL, V1 if options is None else options,
+                                      partial(self._client, **kwargs))
+        self.assertIsInstance(proto, Client)
+        return proto
+
+    async def refused(self, options: dict) -> str:
+        """Open a WebSocket that the server refuses; return the client's close reason."""
+        opened = self.agent.open(URL, options, partial(self._client))
+        client = self.clients[-1]
+        wasClean, code, reason = await client.closed
+        await self.server_closed[-1]
+        self.assertFalse(client.opened)
+        self.assertNoResult(opened)  # the agent never reports an open connection
+        self.assertFalse(wasClean)
+        self.assertEqual(code, 1006)
+        self.assertEqual(len(self.servers), 1)
+        self.assertIsNone(self.servers[0]._connection)  # the service never saw it
+        self.assertEqual(self.service.connections, set())
+        return reason
+
+    async def hello(self, client: Client) -> dict:
+        client.send({"type": "hello", "meta": {"client": "trial"}})
+        welcome = await client.receive()
+        self.assertEqual(welcome["type"], "welcome")
+        return welcome
+
+    async def closed_with(self, client: Client, code: int) -> str:
+        """Wait for the connection to close cleanly with ``code``; return the reason."""
+        wasClean, got, reason = await client.closed
+        self.assertEqual((got, wasClean), (code, True), reason)
+        await self.server_closed[self.clients.index(client)]
+        return reason
+
+
+class HandshakeTests(_AdapterTest):
+    """onConnect: subprotocol, Origin and running checks."""
+
+    async def test_subprotocol_selected(self) -> None:
+        """Offering wsservice.v1 opens the connection with it selected on both sides."""
+        client = await self.connect()
+        self.assertEqual(client.websocket_protocol_in_use, SUBPROTOCOL)
+        self.assertEqual(self.servers[0].websocket_protocol_in_use, SUBPROTOCOL)
+        self.assertEqual(len(self.service.connections), 1)
+
+    async def test_subprotocol_among_others(self) -> None:
+        """wsservice.v1 is picked out of several offered subprotocols."""
+        client = await self.connect({"protocols": ["chat", SUBPROTOCOL, "other"]})
+        self.assertEqual(client.websocket_protocol_in_use, SUBPROTOCOL)
+
+    async def test_no_subprotocol(self) -> None:
+        """A client offering no subprotocol is accepted, and none is selected."""
+        client = await self.connect({})
+        self.assertIsNone(client.websocket_protocol_in_use)
+        self.assertIsNone(self.servers[0].websocket_protocol_in_use)
+        self.assertNotIn("sec-websocket-protocol", self.servers[0].http_response_data.lower())
+        await self.hello(client)
+
+    async def test_wrong_subprotocol(self) -> None:
+        """Offering only other subprotocols is refused with HTTP 400."""
+        reason = await self.refused({"protocols": ["other.v2"]})
+        self.assertIn("upgrade failed [400]", reason)
+
+    async def test_foreign_origin(self) -> None:
+        """An Origin that is neither the Host nor allowed is refused with HTTP 403."""
+        reason = await self.refused({**V1, "origin": "http://evil.example"})
+        self.assertIn("upgrade failed [403]", reason)
+
+    async def test_same_origin(self) -> None:
+        """An Origin naming the Host itself is accepted."""
+        client = await self.connect({**V1, "origin": "http://localhost:9000"})
+        self.assertEqual(client.websocket_protocol_in_use, SUBPROTOCOL)
+
+    async def test_stopped(self) -> None:
+        """A service that has stopped refuses new handshakes with HTTP 503."""
+        self.service.stopService()
+        reason = await self.refused(V1)
+        self.assertIn("upgrade failed [503]", reason)
+
+    async def test_request_reaches_authenticator(self) -> None:
+        """Handshake headers, peer and listener name are handed to the authenticator."""
+        seen = []
+
+        @implementer(IAuthenticator)
+        class Recorder:
+            def authenticate(self, request: Any) -> str:
+                seen.append(request)
+                return "ana"
+
+        self.service.authenticator = Recorder()
+        client = await self.connect({**V1, "headers": {"X-Token": "t0k"}})
+        await self.hello(client)
+        [request] = seen
+        self.assertEqual(request.headers.get("x-token"), "t0k")
+        self.assertEqual(request.headers.get("sec-websocket-protocol"), SUBPROTOCOL)
+        self.assertEqual(request.peer, "tcp4:127.0.0.1:31337")
+        self.assertEqual(request.listener, "test-listener")
+
+    async def test_permessage_deflate(self) -> None:
+        """permessage-deflate offered by the client is accepted and used both ways."""
+        client = await self.connect(deflate=True)
+        server = self.servers[0]
+        for proto in (client, server):
+            [extension] = proto.websocket_extensions_in_use
+            self.assertIsInstance(extension, PerMessageDeflate)
+        params = {"text": "abc" * 300}
+        await self.hello(client)
+        client.send({"type": "call", "id": 1, "method": "echo", "params": params})
+        self.assertEqual(await client.receive(), {"type": "result", "id": 1, "result": params})
+        # both directions went compressed: far fewer octets than the text itself
+        self.assertLess(server.trafficStats.incomingOctetsWireLevel, 500)
+        self.assertLess(server.trafficStats.outgoingOctetsWireLevel, 500)
+
+    async def test_no_deflate_unless_offered(self) -> None:
+        """Without an offer, no extension is in use."""
+        client = await self.connect()
+        self.assertEqual(client.websocket_extensions_in_use, [])
+        self.assertEqual(self.servers[0].websocket_extensions_in_use, [])
+
+
+class MessageTests(_AdapterTest):
+    """Text messages in and out, through the service and the demo handlers."""
+
+    async def test_hello_welcome(self) -> None:
+        client = await self.connect()
+        welcome = await self.hello(client)
+        self.assertEqual(set(welcome), {"type", "session", "token", "resumed", "heartbeat",
+                                        "server"})
+        self.assertEqual((welcome["resumed"], welcome["heartbeat"], welcome["server"]),
+                         (False, 25, SERVER_NAME))
+        self.assertIn(welcome["session"], self.service.sessions)
+        # welcome is a text frame
+        self.assertEqual(self.servers[0].trafficStats.outgoingWebSocketMessages, 1)
+
+    async def test_call_echo(self) -> None:
+        client = await self.connect()
+        await self.hello(client)
+        client.send({"type": "call", "id": "c1", "method": "echo", "params": {"a": [1, 2.5]}})
+        self.assertEqual(await client.receive(),
+                         {"type": "result", "id": "c1", "result": {"a": [1, 2.5]}})
+
+    async def test_event_echo(self) -> None:
+        client = await self.connect()
+        await self.hello(client)
+        client.send({"type": "event", "event": "echo", "data": "one"})
+        client.send({"type": "event", "event": "echo", "data": {"n": 2}})
+        self.assertEqual(await client.receive(),
+                         {"type": "event", "event": "echo", "data": "one", "seq": 1})
+        self.assertEqual(await client.receive(),
+                         {"type": "event", "event": "echo", "data": {"n": 2}, "seq": 2})
+
+    async def test_utf8_roundtrip(self) -> None:
+        """Non-ASCII text survives the adapter in both directions."""
+        client = await self.connect()
+        await self.hello(client)
+        client.send({"type": "call", "id": 1, "method": "echo", "params": "žluťoučký 🐴"})
+        self.assertEqual((await client.receive())["result"], "žluťoučký 🐴")
+
+    async def test_binary(self) -> None:
+        """A binary message closes 1003, ending the session."""
+        client = await self.connect()
+        await self.hello(client)
+        client.sendMessage(b'{"type":"ping"}', isBinary=True)
+        await self.closed_with(client, errors.CLOSE_UNSUPPORTED_DATA)
+        self.assertEqual(self.service.sessions, {})
+        self.assertEqual(self.service.connections, set())
+
+    async def test_binary_before_hello(self) -> None:
+        client = await self.connect()
+        client.sendMessage(b"\x00\x01", isBinary=True)
+        await self.closed_with(client, errors.CLOSE_UNSUPPORTED_DATA)
+        self.assertEqual(self.service.connections, set())
+
+    async def test_bye(self) -> None:
+        """bye closes 1000 through closeWith."""
+        client = await self.connect()
+        await self.hello(client)
+        client.send({"type": "bye"})
+        await self.closed_with(client, errors.CLOSE_NORMAL)
+        self.assertEqual(self.service.sessions, {})
+
+    async def test_handler_crash_closes_1011(self) -> None:
+        """An exception escaping the service closes 1011 and is logged."""
+        client = await self.connect()
+        await self.hello(client)
+
+        def boom(payload: bytes) -> None:
+            raise RuntimeError("boom")
+
+        self.servers[0]._connection.received = boom  # type: ignore[union-attr]
+        client.send({"type": "ping"})
+        await self.closed_with(client, errors.CLOSE_INTERNAL_ERROR)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
+    async def test_client_drop_ends_session(self) -> None:
+        """A client vanishing without a close handshake ends its session as lost."""
+        client = await self.connect()
+        await self.hello(client)
+        client.dropConnection(abort=True)
+        await client.closed
+        await self.server_closed[0]
+        self.assertEqual(self.service.sessions, {})
+        self.assertEqual(self.service.connections, set())
+        self.assertEqual(self.service.metrics.sessions_closed["lost"], 1)
+
+    async def test_shutdown_closes_1001(self) -> None:
+        """Stopping the service closes open connections 1001 through closeWith."""
+        client = await self.connect()
+        await self.hello(client)
+        self.service.stopService()
+        await self.closed_with(client, errors.CLOSE_GOING_AWAY)
+
+
+class LimitTests(_AdapterTest):
+    """max_message_size and hello_timeout, as the client sees them."""
+
+    settings = Settings(max_message_size=1024, hello_timeout=10.0)
+
+    def call(self, size: int) -> bytes:
+        """A call to echo whose JSON text is exactly ``size`` bytes."""
+        empty = orjson.dumps({"type": "call", "id": 1, "method": "echo", "params": ""})
+        frame = orjson.dumps({"type": "call", "id": 1, "method": "echo",
+                              "params": "x" * (size - len(empty))})
+        self.assertEqual(len(frame), size)
+        return frame
+
+    async def test_at_limit(self) -> None:
+        """A message of exactly max_message_size bytes is accepted."""
+        client = await self.connect()
+        await self.hello(client)
+        frame = self.call(1024)
+        client.sendMessage(frame, False)
+        self.assertEqual((await client.receive())["result"], orjson.loads(frame)["params"])
+
+    async def test_too_big(self) -> None:
+        """A message over max_message_size closes 1009 with a close frame, not a drop."""
+        client = await self.connect()
+        await self.hello(client)
+        client.sendMessage(self.call(1025), False)
+        await self.closed_with(client, errors.CLOSE_TOO_BIG)
+        self.assertEqual(client.messages, [])
+        self.assertEqual(self.service.sessions, {})
+
+    async def test_too_big_in_fragments(self) -> None:
+        """The limit is on the whole message, not just each frame."""
+        client = await self.connect()
+        await self.hello(client)
+        client.sendMessage(self.call(1500), False, fragmentSize=500)
+        await self.closed_with(client, errors.CLOSE_TOO_BIG)
+
+    async def test_too_big_once_inflated(self) -> None:
+        """With permessage-deflate the limit applies to the inflated message."""
+        client = await self.connect(deflate=True)
+        await self.hello(client)
+        client.sendMessage(self.call(4096), False)
+        await self.closed_with(client, errors.CLOSE_TOO_BIG)
+        self.assertLess(self.servers[0].trafficStats.incomingOctetsWireLevel, 1024)
+
+    async def test_hello_timeout(self) -> None:
+        """No hello within hello_timeout: close 4408."""
+        client = await self.connect()
+        self.clock.advance(9.9)
+        self.assertFalse(client.closed.called)
+        self.clock.advance(0.2)
+        reason = await self.closed_with(client, errors.CLOSE_HELLO_TIMEOUT)
+        self.assertEqual(reason, "no hello in time")
+        self.assertEqual(self.service.connections, set())
+
+    async def test_hello_in_time(self) -> None:
+        """A hello before hello_timeout keeps the connection open past it."""
+        client = await self.connect()
+        self.clock.advance(9.0)
+        await self.hello(client)
+        self.clock.advance(5.0)
+        client.send({"type": "ping", "data": 1})
+        self.assertEqual(await client.receive(), {"type": "pong", "data": 1})
+        self.assertFalse(client.closed.called)
+
+
+class CloseTests(_AdapterTest):
+    """closeWith, onClose and Autobahn's own closes as configured by the factory."""
+
+    settings = Settings(max_sessions=1, hello_timeout=10.0)
+
+    async def test_invalid_utf8_text(self) -> None:
+        """A text message that is not UTF-8 closes 1007 with a close frame."""
+        client = await self.connect()
+        await self.hello(client)
+        client.sendMessage(b'{"type":"ping","data":"\xff"}', False)
+        await self.closed_with(client, 1007)
+        self.assertEqual(self.service.sessions, {})
+
+    async def test_full(self) -> None:
+        """With max_sessions reached, a new connection is closed 1013 from onOpen."""
+        first = await self.connect()
+        await self.hello(first)
+        second = await self.connect()
+        await self.closed_with(second, errors.CLOSE_TRY_AGAIN_LATER)
+        self.assertFalse(first.closed.called)
+
+    async def test_long_close_reason(self) -> None:
+        """A close reason is cut to fit the close frame (123 bytes) as valid UTF-8.
+
+        Here the reason is an authenticator's (non-ASCII) refusal, closed 4401.
+        """
+        reason = "zamítnuto: " + "ž" * 100  # byte 123 falls inside a "ž"
+        self.assertRaises(UnicodeDecodeError, reason.encode("utf-8")[:123].decode, "utf-8")
+
+        @implementer(IAuthenticator)
+        class Refuse:
+            def authenticate(self, request: Any) -> Any:
+                raise errors.ApplicationError(errors.UNAUTHORIZED, reason)
+
+        self.service.authenticator = Refuse()
+        client = await self.connect()
+        client.send({"type": "hello"})
+        error = await client.receive()
+        self.assertEqual(error["error"]["message"], reason)
+        got = await self.closed_with(client, errors.CLOSE_UNAUTHORIZED)
+        self.assertTrue(reason.startswith(got))
+        self.assertLessEqual(len(got.encode("utf-8")), 123)
+        self.assertGreater(len(got.encode("utf-8")), 123 - 4)
+
+    async def test_open_handshake_timeout(self) -> None:
+        """A client that never sends its HTTP upgrade is dropped after hello_timeout."""
+
+        class Silent(Client):
+            def startHandshake(self) -> None:
+                pass
+
+        self.agent.open(URL, V1, partial(self._client, cls=Silent))
+        client = self.clients[-1]
+        self.clock.advance(9.0)
+        self.assertFalse(client.closed.called)
+        self.clock.advance(1.5)
+        wasClean, code, _ = await client.closed
+        await self.server_closed[0]
+        self.assertEqual((wasClean, code), (False, 1006))
+        self.assertIsNone(self.servers[0]._connection)
+
+    async def test_peer_vanishes_mid_close(self) -> None:
+        """The server closes, the client drops TCP without answering: no timer remains."""
+        client = await self.connect()
+        self.clock.advance(10.5)  # hello timeout: the server sends close 4408 ...
+        server = self.servers[0]
+        self.assertEqual(server.state, WebSocketProtocol.STATE_CLOSING)
+        self.assertIsNotNone(server.closeHandshakeTimeoutCall)
+        client.dropConnection(abort=True)  # ... and the client goes before reading it
+        wasClean, code, _ = await self.server_closed[0]
+        self.assertEqual((wasClean, code), (False, 1006))
+        self.assertIsNone(server.closeHandshakeTimeoutCall)
+        self.assertEqual([c for c in self.clock.getDelayedCalls() if c.active()], [])
+        self.assertEqual(self.service.connections, set())
+
+    async def test_close_handshake_timeout(self) -> None:
+        """A client that never answers the server's close is dropped after about 5 s."""
+
+        class Mute(Client):
+            def onCloseFrame(self, code: Any, reasonRaw: Any) -> None:
+                pass  # never answers, never drops
+
+        client = await self.agent.open(URL, V1, partial(self._client, cls=Mute))
+        server = self.servers[0]
+        self.clock.advance(10.5)  # hello timeout: close 4408 sent
+        self.assertEqual(server.state, WebSocketProtocol.STATE_CLOSING)
+        # (Autobahn's batched timers round down to whole seconds: it fires at t=15)
+        self.clock.advance(4.0)
+        self.assertEqual(server.state, WebSocketProtocol.STATE_CLOSING)
+        self.clock.advance(1.0)
+        self.assertEqual(server.state, WebSocketProtocol.STATE_CLOSED)
+        wasClean, code, _ = await self.server_closed[0]
+        self.assertFalse(wasClean)
+        await client.closed
+        self.assertEqual(self.service.connections, set())
+
+
+class OriginPatternTests(_AdapterTest):
+    """allowed_origins reach the adapter's Origin check."""
+
+    settings = Settings(allowed_origins=("https://*.example.org",))
+
+    async def test_pattern_allowed(self) -> None:
+        client = await self.connect({**V1, "origin": "https://app.example.org"})
+        await self.hello(client)
+
+    async def test_pattern_other_scheme(self) -> None:
+        reason = await self.refused({**V1, "origin": "http://app.example.org"})
+        self.assertIn("upgrade failed [403]", reason)
