@@ -73,7 +73,9 @@ class ChatApp(Handler):
         # Seconds each member has to answer ask_all's "confirm". Keep it below the service's
         # call_timeout, or the whole ask_all call may time out before the per-member answers.
         self.ask_timeout = ask_timeout
-        # Every open session, maintained by sessionOpened / sessionClosed.
+        # Every open session, maintained by sessionOpened / sessionClosed. A session whose
+        # connection was lost stays here (a member) until it ends: the client may resume it
+        # within the service's resume_ttl, and pushes wait for it in its replay buffer.
         self.sessions: set[ISession] = set()
 
     # -- helpers -------------------------------------------------------------------------------
@@ -98,7 +100,10 @@ class ChatApp(Handler):
         self.sessions.add(session)
 
     def sessionClosed(self, session: ISession, reason: str) -> None:
-        """Forget the session and tell the remaining members it left."""
+        """Forget the session and tell the remaining members it left.
+
+        Called when the session ends for good (bye, close, expiry after a lost connection
+        was not resumed in time), not when its connection is merely lost."""
         self.sessions.discard(session)
         name = session.meta.get(NAME)
         if name is not None and reason != "shutdown":  # at shutdown everybody is leaving

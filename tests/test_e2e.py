@@ -53,7 +53,9 @@ class _EndToEnd:
                 client.dropConnection(abort=True)
         for client in self.clients:
             await client.closed
-        await self.service.stopService()
+        if self.service.running:
+            await self.service.stopService()
+        self.service.sessions.endAll()  # resumable sessions would otherwise wait for their TTL
 
     async def client(self, **kwargs: Any) -> Client:
         c = await connect(self.address, **kwargs)
@@ -101,15 +103,78 @@ class _EndToEnd:
         await self.expect_close(c, 1000)
         self.assertEqual(self.service.sessions.sessions, {})
 
-    async def test_client_drop_ends_session(self) -> None:
-        c, _ = await self.session()
+    async def wait_detached(self, session_id: str) -> None:
+        session = self.service.sessions.sessions[session_id]
+        for _ in range(200):
+            if session.link is None:
+                return
+            await deferLater(reactor, 0.01, lambda: None)
+        self.fail("the server never saw the connection go")
+
+    async def test_client_drop_keeps_session_resumable(self) -> None:
+        c, welcome = await self.session()
         c.dropConnection(abort=True)
         await c.closed
-        for _ in range(50):
-            if not self.service.sessions.sessions:
+        await self.wait_detached(welcome["session"])
+        self.assertIn(welcome["session"], self.service.sessions.sessions)
+
+    async def test_client_close_1000_ends_session(self) -> None:
+        c, welcome = await self.session()
+        c.sendClose(1000)
+        await c.closed
+        for _ in range(200):
+            if welcome["session"] not in self.service.sessions.sessions:
                 break
             await deferLater(reactor, 0.01, lambda: None)
-        self.assertEqual(self.service.sessions.sessions, {})
+        self.assertNotIn(welcome["session"], self.service.sessions.sessions)
+
+    async def test_resume_replays_missed_pushes(self) -> None:
+        c, welcome = await self.session()
+        c.send({"type": "subscribe", "topic": "news", "id": "s"})
+        self.assertEqual(await c.next(), {"type": "result", "id": "s", "result": None})
+        self.assertEqual((await c.call("push", {"count": 2, "event": "tick"}))["seq"], 1)
+        self.assertEqual((await c.next())["seq"], 2)
+        await c.next()  # the result
+        c.dropConnection(abort=True)
+        await c.closed
+        await self.wait_detached(welcome["session"])
+        # while the client is away, things happen to its session
+        self.assertEqual(self.service.sessions.publish("news", {"n": 1}), 1)
+        self.service.sessions.sessions[welcome["session"]].push("missed", 2)
+
+        c2 = await self.client()
+        again = await c2.hello(resume={"session": welcome["session"],
+                                       "token": welcome["token"], "last_seq": 1})
+        self.assertEqual((again["session"], again["token"], again["resumed"]),
+                         (welcome["session"], welcome["token"], True))
+        replayed = [await c2.next() for _ in range(3)]
+        self.assertEqual([m["seq"] for m in replayed], [2, 3, 4])
+        self.assertEqual(replayed[1], {"type": "message", "topic": "news", "data": {"n": 1},
+                                       "seq": 3})
+        self.assertEqual(replayed[2], {"type": "event", "event": "missed", "data": 2, "seq": 4})
+        # subscriptions and meta survived; seq carries on
+        c2.send({"type": "publish", "topic": "news", "data": "self"})
+        self.assertEqual(await c2.next(), {"type": "message", "topic": "news", "data": "self",
+                                           "seq": 5})
+
+    async def test_resume_with_wrong_token_is_a_new_session(self) -> None:
+        c, welcome = await self.session()
+        c2 = await self.client()
+        fresh = await c2.hello(resume={"session": welcome["session"], "token": "x" * 24,
+                                       "last_seq": 0})
+        self.assertFalse(fresh["resumed"])
+        self.assertNotEqual(fresh["session"], welcome["session"])
+        # and the real owner is untouched
+        self.assertEqual((await c.call("echo", 1))["result"], 1)
+
+    async def test_resume_takes_over_a_live_connection(self) -> None:
+        c, welcome = await self.session()
+        c2 = await self.client()
+        again = await c2.hello(resume={"session": welcome["session"],
+                                       "token": welcome["token"], "last_seq": 0})
+        self.assertTrue(again["resumed"])
+        await self.expect_close(c, 4409)
+        self.assertEqual((await c2.call("echo", 2))["result"], 2)
 
     async def test_second_hello_already_registered(self) -> None:
         c, _ = await self.session()
@@ -316,6 +381,33 @@ class _EndToEnd:
         await self.expect_error(c, "bad_json")
         await self.expect_close(c, 4400)
 
+    async def test_largest_message_in_and_a_larger_push_out(self) -> None:
+        c, _ = await self.session()
+        envelope = len(b'{"type":"event","event":"echo","data":""}')
+        data = "x" * (64 * 1024 - envelope)
+        c.sendRaw(b'{"type":"event","event":"echo","data":"' + data.encode() + b'"}')
+        pushed = await c.next()  # a few bytes over the limit: the limit is for receiving only
+        self.assertEqual(pushed["data"], data)
+        self.assertGreater(len(c.raw[-1]), 64 * 1024)
+
+    async def test_ill_typed_members(self) -> None:
+        c, _ = await self.session()
+        for message in ({"type": "call", "id": True, "method": "echo"},
+                        {"type": "event", "event": 5},
+                        {"type": "ack", "seq": "1"}):
+            c.send(message)
+            await self.expect_error(c, "bad_message")
+        self.assertEqual((await c.call("echo", 1))["result"], 1)
+
+    async def test_ack(self) -> None:
+        c, _ = await self.session()
+        await c.call("push", {"count": 3, "event": "e"})
+        for _ in range(3):
+            await c.next()
+        c.send({"type": "ack", "seq": 3})
+        c.send({"type": "ack", "seq": 4})  # beyond the last seq
+        await self.expect_error(c, "bad_message")
+
     async def test_binary_closes_1003(self) -> None:
         c, _ = await self.session()
         c.sendRaw(b"\x00\x01", binary=True)
@@ -387,13 +479,15 @@ class _EndToEnd:
         code, _, _ = await http(self.address, "/nope")
         self.assertEqual(code, 404)
 
-    async def test_shutdown_closes_1001(self) -> None:
-        c, _ = await self.session()
+    async def test_shutdown_drains_1001_and_keeps_sessions(self) -> None:
+        c, welcome = await self.session()
         waiting = await self.client()
-        await self.service.stopService()
+        stopping = self.service.stopService()
         await self.expect_close(c, 1001)
         await self.expect_close(waiting, 1001)
-        self.service.startService = None  # tearDown's stop is then a no-op repeat
+        await stopping
+        # resumable for the rest of its TTL, in process memory
+        self.assertIsNone(self.service.sessions.sessions[welcome["session"]].link)
 
 
 class TCPTests(_EndToEnd, TestCase):

@@ -162,10 +162,47 @@ class ChatAppTests(_ChatTestCase):
         self.assertEqual(ana.call("members")["result"], ["ana"])  # type: ignore[index]
         self.assertEqual(len(self.chat.sessions), 1)
 
-    def test_dropped_connection_is_forgotten(self) -> None:
+    def test_dropped_connection_is_forgotten_at_expiry(self) -> None:
+        """A lost connection leaves a resumable session: bob stays a member until it
+        expires (resume_ttl, 60 s by default), then he has left."""
         ana, bob = self.member("ana"), self.member("bob")
         bob.drop()
-        self.assertEqual(ana.received()[0]["data"], {"name": "bob"})
+        self.assertEqual(ana.received(), [])
+        self.assertEqual(len(self.chat.sessions), 2)
+        self.assertEqual(ana.call("members")["result"], ["ana", "bob"])  # type: ignore
+        self.harness.clock.advance(60)
+        self.assertEqual(ana.received(), [
+            {"type": "event", "event": "left", "data": {"name": "bob"}, "seq": 1}])
+        self.assertEqual(len(self.chat.sessions), 1)
+        self.assertEqual(ana.call("members", id=2)["result"], ["ana"])  # type: ignore
+
+    def test_dropped_member_resumes(self) -> None:
+        """A member who resumes in time never left, and gets what was said meanwhile."""
+        ana = self.member("ana")
+        bob_client = self.harness.connect()
+        welcome = bob_client.hello()
+        bob_client.call("join", {"name": "bob"}, id="join")
+        bob_client.drop()
+        ana.send({"type": "call", "id": 2, "method": "say", "params": {"text": "hi"}})
+        said = {"type": "event", "event": "said", "data": {"name": "ana", "text": "hi"},
+                "seq": 1}
+        self.assertEqual(ana.received(),
+                         [said, {"type": "result", "id": 2, "result": {"delivered": 2}}])
+        self.harness.clock.advance(59)
+        bob = self.harness.connect()
+        resumed = bob.resume(welcome, 0)
+        self.assertIs(resumed["resumed"], True)
+        self.assertEqual(bob.received(), [said])
+        self.harness.clock.advance(60)
+        self.assertEqual(ana.received(), [])
+        self.assertEqual(len(self.chat.sessions), 2)
+        self.assertEqual(bob.call("members")["result"], ["ana", "bob"])  # type: ignore
+
+    def test_closed_normally_leaves_at_once(self) -> None:
+        ana, bob = self.member("ana"), self.member("bob")
+        bob.closeNormally()
+        self.assertEqual(ana.received(), [
+            {"type": "event", "event": "left", "data": {"name": "bob"}, "seq": 1}])
         self.assertEqual(len(self.chat.sessions), 1)
 
     def test_no_left_at_shutdown(self) -> None:
@@ -238,13 +275,43 @@ class AskAllTests(_ChatTestCase):
         ana, bob = self.member("ana"), self.member("bob")
         ana.call("ask_all", {"question": "lunch?"})
         self.confirm_call(bob, 1)
-        bob.drop()
+        bob.closeNormally()
         # the service fails bob's pending calls before telling observers he is gone
         self.assertEqual(ana.received(), [
             {"type": "result", "id": 1, "result": {"answers": [
                 {"name": "bob", "error": {"code": "chat.left", "message": "bob left"}}]}},
             {"type": "event", "event": "left", "data": {"name": "bob"}, "seq": 1},
         ])
+
+    def test_member_drops_while_asked_and_resumes(self) -> None:
+        """A member whose connection is lost gets the question replayed on resume and
+        may still answer it within ask_timeout."""
+        ana = self.member("ana")
+        bob = self.harness.connect()
+        welcome = bob.hello()
+        bob.call("join", {"name": "bob"}, id="join")
+        ana.call("ask_all", {"question": "lunch?"})
+        self.confirm_call(bob, 1)
+        bob.drop()
+        self.harness.clock.advance(2)
+        self.assertEqual(ana.received(), [])
+        bob = self.harness.connect()
+        bob.resume(welcome, 0)
+        bob_id = self.confirm_call(bob, 1)  # replayed with its original seq
+        bob.send({"type": "result", "id": bob_id, "result": "yes"})
+        self.assertEqual(ana.received(), [
+            {"type": "result", "id": 1,
+             "result": {"answers": [{"name": "bob", "result": "yes"}]}}])
+
+    def test_member_drops_while_asked_times_out(self) -> None:
+        ana, bob = self.member("ana"), self.member("bob")
+        ana.call("ask_all", {"question": "lunch?"})
+        self.confirm_call(bob, 1)
+        bob.drop()
+        self.harness.clock.advance(5)  # ask_timeout: bob is away, not gone
+        [reply] = ana.received()
+        self.assertEqual(reply["result"]["answers"][0]["name"], "bob")
+        self.assertEqual(reply["result"]["answers"][0]["error"]["code"], "timeout")
 
     def test_cancel_cancels_the_questions(self) -> None:
         ana, bob = self.member("ana"), self.member("bob")
@@ -262,6 +329,42 @@ class AskAllTests(_ChatTestCase):
         ana, bob = self.member("ana"), self.member("bob")
         ana.call("ask_all", {"question": "lunch?"})
         self.confirm_call(bob, 1)
+        ana.closeNormally()
+        self.assertEqual(self.harness.clock.getDelayedCalls(), [])
+        self.assertEqual(bob.received(), [
+            {"type": "event", "event": "left", "data": {"name": "ana"}, "seq": 2}])
+
+    def test_asker_drops(self) -> None:
+        """The asker's call runs on while she is away; she leaves when her session
+        expires, and nothing is left waiting."""
+        ana, bob = self.member("ana"), self.member("bob")
+        ana.call("ask_all", {"question": "lunch?"})
+        self.confirm_call(bob, 1)
+        ana.drop()
+        self.assertEqual(bob.received(), [])
+        self.harness.clock.advance(60)
+        self.assertEqual(self.harness.clock.getDelayedCalls(), [])
+        self.assertEqual(bob.received(), [
+            {"type": "event", "event": "left", "data": {"name": "ana"}, "seq": 2}])
+
+
+class ChatWithoutResumeTests(_ChatTestCase):
+    """With resume_ttl=0 a lost connection ends its session at once."""
+
+    settings = Settings(resume_ttl=0)
+
+    def test_dropped_connection_is_forgotten_at_once(self) -> None:
+        ana, bob = self.member("ana"), self.member("bob")
+        bob.drop()
+        self.assertEqual(ana.received(), [
+            {"type": "event", "event": "left", "data": {"name": "bob"}, "seq": 1}])
+        self.assertEqual(len(self.chat.sessions), 1)
+
+    def test_asker_drops(self) -> None:
+        ana, bob = self.member("ana"), self.member("bob")
+        ana.call("ask_all", {"question": "lunch?"})
+        [confirm] = bob.received()
+        self.assertEqual(confirm["method"], "confirm")
         ana.drop()
         self.assertEqual(self.harness.clock.getDelayedCalls(), [])
         self.assertEqual(bob.received(), [
@@ -521,6 +624,8 @@ class DocsSamplesTests(SynchronousTestCase):
         client.send({"type": "event", "event": "count.hit"})
         self.assertEqual((counter.hits, counter.open), (1, 1))
         client.drop()
+        self.assertEqual(counter.open, 1)  # resumable for resume_ttl (60 s)
+        harness.clock.advance(60)
         self.assertEqual(counter.open, 0)
 
     def test_lobby_resources(self) -> None:

@@ -1,8 +1,8 @@
 """Fast in-memory tests of SessionService / Connection / Session against protocol.md §2-4.
 
 Everything runs on a ``task.Clock`` through ``wsservice.testing.ServiceHarness``: no sockets,
-no reactor. Topics, resume/replay, rate limits and heartbeats are not implemented yet, so
-they are only checked as far as the current server answers them.
+no reactor. Resume/replay, topics and rate limits are covered in depth by their own test
+modules; here they are checked as far as the session lifecycle and §2-4 need them.
 """
 
 from __future__ import annotations
@@ -637,7 +637,31 @@ class BadMessageTests(ServiceTestCase):
             if n < 3:
                 self.assertIsNone(c.closed, n)
         self.assertEqual(c.closed, 4400)
+        # protocol.md §2: a server-side close does not end the session; it stays resumable
+        [session] = self.h.service.sessions.values()
+        self.assertIsNone(session.link)
+        self.assertFalse(session.closed)
+        self.clock.advance(60)
+        self.assertTrue(session.closed)
         self.assertEqual(self.h.service.sessions, {})
+        self.assertEqual(self.h.service.metrics.sessions_closed["expired"], 1)
+
+    def test_budget_close_keeps_session_resumable(self) -> None:
+        h = self.harness(max_bad_messages=0)
+        c = h.connect()
+        welcome = c.hello()
+        c.send({"type": "event", "event": "echo", "data": 1})
+        c.received()
+        c.sendRaw(b"{oops")
+        self.assertError(c.next(), "bad_json")
+        self.assertEqual(c.closed, 4400)
+        c.drop()
+        again = h.connect()
+        resumed = again.resume(welcome, 1)
+        self.assertIs(resumed["resumed"], True)
+        self.assertEqual(resumed["session"], welcome["session"])
+        self.assertEqual(again.call("echo", "back")["result"], "back")
+        self.assertIsNone(again.closed)
 
     def test_application_errors_do_not_count(self) -> None:
         c = self.client(max_bad_messages=3)
@@ -664,11 +688,34 @@ class BadMessageTests(ServiceTestCase):
         self.assertError(c.next(), "bad_json")
         self.assertEqual(c.closed, 4400)
 
-    def test_topics_answer_bad_message(self) -> None:
-        # Topics are not implemented yet: the server answers bad_message (with the id).
+    def test_topics_answered(self) -> None:
+        # protocol.md §3: subscribe / unsubscribe / publish with an id get a result (null);
+        # without an id, no answer. (Topics are tested in depth elsewhere.)
         c = self.client()
         c.send({"type": "subscribe", "topic": "t", "id": 1})
-        self.assertError(c.next(), "bad_message", 1)
+        self.assertEqual(c.received(), [{"type": "result", "id": 1, "result": None}])
+        c.send({"type": "publish", "topic": "t", "data": {"x": 1}, "id": "p"})
+        self.assertEqual(c.received(), [
+            {"type": "message", "topic": "t", "data": {"x": 1}, "seq": 1},
+            {"type": "result", "id": "p", "result": None}])
+        c.send({"type": "unsubscribe", "topic": "t", "id": 2})
+        self.assertEqual(c.received(), [{"type": "result", "id": 2, "result": None}])
+        c.send({"type": "publish", "topic": "t", "data": 2})
+        c.send({"type": "subscribe", "topic": "u"})
+        self.assertEqual(c.received(), [])
+        self.assertIsNone(c.closed)
+        self.assertEqual(self.h.service.metrics.errors["bad_message"], 0)
+
+    def test_ack(self) -> None:
+        # protocol.md §3: a valid ack gets no answer; one beyond the last seq is bad_message
+        c = self.client()
+        c.send({"type": "event", "event": "echo", "data": 1})
+        self.assertEqual(c.next()["seq"], 1)
+        c.send({"type": "ack", "seq": 1})
+        c.send({"type": "ack", "seq": 0})
+        self.assertEqual(c.received(), [])
+        c.send({"type": "ack", "seq": 2})
+        self.assertError(c.next(), "bad_message", has_id=False)
         self.assertIsNone(c.closed)
 
 
@@ -706,19 +753,73 @@ class LifecycleTests(ServiceTestCase):
         self.assertEqual(self.extra.invoked, [])
         self.assertEqual(self.flushLoggedErrors(), [])
 
-    def test_drop_ends_session_and_cancels_calls(self) -> None:
-        c = self.client()
+    def test_drop_keeps_session_until_resume_ttl(self) -> None:
+        """protocol.md §2: a lost connection keeps its session resumable for resume_ttl;
+        when that passes the session ends ("expired") and its calls are cancelled."""
+        obs = Observer()
+        h = self.harness(extra=(obs,), resume_ttl=60, call_timeout=120)
+        c = h.connect()
+        c.hello()
         c.call("hold", "h", id=1)
         c.call("sleep", {"seconds": 10}, id=2)
         c.call("ask", {"method": "confirm"}, id=3)
-        session = next(iter(self.h.service.sessions.values()))
+        session = next(iter(h.service.sessions.values()))
         c.drop()
-        self.assertEqual(self.h.service.sessions, {})
+        self.assertEqual(list(h.service.sessions.values()), [session])
+        self.assertIsNone(session.link)
+        self.assertFalse(session.closed)
+        self.assertEqual(set(session.inflight), {1, 2, 3})
+        self.assertEqual(self.extra.cancelled, [])
+        self.assertEqual(obs.closed, [])
+        # calls of a detached session run on (sleep ends at 10 s) until it expires
+        self.clock.advance(10)
+        self.assertEqual(set(session.inflight), {1, 3})
+        self.clock.advance(49.9)
+        self.assertFalse(session.closed)
+        self.assertEqual(obs.closed, [])
+        self.clock.advance(0.1)
+        self.assertEqual(h.service.sessions, {})
         self.assertTrue(session.closed)
         self.assertEqual(session.inflight, {})
         self.assertEqual(self.extra.cancelled, ["h"])
+        self.assertEqual(obs.closed, [(session, "expired")])
         self.clock.advance(60)
         self.assertEqual(self.flushLoggedErrors(), [])
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_drop_without_resume_ends_session_and_cancels_calls(self) -> None:
+        """With resume_ttl=0 a lost connection ends its session at once ("lost")."""
+        obs = Observer()
+        h = self.harness(extra=(obs,), resume_ttl=0)
+        c = h.connect()
+        c.hello()
+        c.call("hold", "h", id=1)
+        c.call("sleep", {"seconds": 10}, id=2)
+        c.call("ask", {"method": "confirm"}, id=3)
+        session = next(iter(h.service.sessions.values()))
+        c.drop()
+        self.assertEqual(h.service.sessions, {})
+        self.assertTrue(session.closed)
+        self.assertEqual(session.inflight, {})
+        self.assertEqual(self.extra.cancelled, ["h"])
+        self.assertEqual(obs.closed, [(session, "lost")])
+        self.clock.advance(60)
+        self.assertEqual(self.flushLoggedErrors(), [])
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_client_close_1000_ends_session(self) -> None:
+        """protocol.md §2: a closing handshake the client starts with 1000 ends the session."""
+        obs = Observer()
+        h = self.harness(extra=(obs,))
+        c = h.connect()
+        c.hello()
+        c.call("hold", "h", id=1)
+        session = next(iter(h.service.sessions.values()))
+        c.closeNormally()
+        self.assertEqual(h.service.sessions, {})
+        self.assertTrue(session.closed)
+        self.assertEqual(self.extra.cancelled, ["h"])
+        self.assertEqual(obs.closed, [(session, "bye")])
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
     def test_observer_reasons(self) -> None:
@@ -732,8 +833,29 @@ class LifecycleTests(ServiceTestCase):
         self.assertEqual(obs.frames_at_open, [1, 1])
         a.send({"type": "bye"})
         b.drop()
+        # b's session is detached, not ended: it ends when resume_ttl (60 s) has passed
+        self.assertEqual([(s, r) for s, r in obs.closed], [(obs.opened[0], "bye")])
+        c, d, e = h.connect(), h.connect(), h.connect()
+        for x in (c, d, e):
+            x.hello()
+        c.closeNormally()
+        obs.opened[3].close()
+        self.clock.advance(60)
+        h.service.endAll()
         self.assertEqual([(s, r) for s, r in obs.closed], [(obs.opened[0], "bye"),
-                                                          (obs.opened[1], "lost")])
+                                                          (obs.opened[2], "bye"),
+                                                          (obs.opened[3], "closed"),
+                                                          (obs.opened[1], "expired"),
+                                                          (obs.opened[4], "shutdown")])
+        self.assertEqual(e.closed, 1001)
+
+    def test_observer_reason_lost_without_resume(self) -> None:
+        obs = Observer()
+        h = self.harness(extra=(obs,), resume_ttl=0)
+        c = h.connect()
+        c.hello()
+        c.drop()
+        self.assertEqual([(s, r) for s, r in obs.closed], [(obs.opened[0], "lost")])
 
     def test_observer_failure_is_contained(self) -> None:
         class Broken(Handler):
@@ -754,16 +876,43 @@ class LifecycleTests(ServiceTestCase):
         self.assertEqual(b.closed, 1013)
         self.assertEqual(len(h.service.sessions), 1)
         a.send({"type": "bye"})
+        self.assertEqual(a.closed, 1000)
+        a.drop()  # the transport goes once the close handshake is done
         c = h.connect()
         c.hello()
         self.assertIsNone(c.closed)
 
-    def test_max_sessions_reached_during_hello(self) -> None:
-        h = self.harness(max_sessions=1)
+    def test_connections_awaiting_hello_bounded(self) -> None:
+        """Connections that never say hello count against max_sessions too."""
+        h = self.harness(max_sessions=2)
         a, b = h.connect(), h.connect()
-        a.hello()
+        self.assertEqual((a.closed, b.closed), (None, None))
+        self.assertEqual(h.connect().closed, 1013)
+        self.assertEqual(h.service.sessions, {})
+        a.drop()
+        c = h.connect()
+        self.assertIsNone(c.closed)
+        c.hello()
+
+    def test_max_sessions_reached_during_hello(self) -> None:
+        """A hello that would open a new session past max_sessions is closed 1013; a resume
+        of an existing (detached) session is still allowed."""
+        h = self.harness(max_sessions=1)
+        a = h.connect()
+        welcome = a.hello()
+        a.drop()  # a's session stays, detached, and still counts
+        b = h.connect()
+        self.assertIsNone(b.closed)
         b.send({"type": "hello"})
         self.assertEqual(b.closed, 1013)
+        self.assertEqual(b.received(), [])
+        self.assertEqual(list(h.service.sessions), [welcome["session"]])
+        b.drop()
+        c = h.connect()
+        resumed = c.resume(welcome, 0)
+        self.assertIs(resumed["resumed"], True)
+        self.assertEqual(resumed["session"], welcome["session"])
+        self.assertIsNone(c.closed)
         self.assertEqual(len(h.service.sessions), 1)
 
     def test_stop_service_closes_sessions_1001(self) -> None:
@@ -776,10 +925,57 @@ class LifecycleTests(ServiceTestCase):
         h.stop()
         self.assertEqual([c.closed for c in clients], [1001, 1001, 1001])
         self.assertEqual(h.service.sessions, {})
+        self.assertEqual(h.service.connections, set())
         self.assertEqual([r for _, r in obs.closed], ["shutdown"] * 3)
-        self.assertEqual(h.connect().closed, 1013)
+        # a stopped service refuses new connections ("server shutting down")
+        self.assertEqual(h.connect().closed, 1001)
         self.clock.advance(60)
         self.assertEqual(self.flushLoggedErrors(), [])
+
+    def test_stop_service_drains_sessions_stay_resumable(self) -> None:
+        """protocol.md §5: stopService closes every connection 1001, keeps the sessions
+        resumable and fires once every connection is gone."""
+        obs = Observer()
+        h = self.harness(extra=(obs,))
+        a, b = h.connect(), h.connect()
+        a.hello()
+        b.hello()
+        sessions = list(h.service.sessions.values())
+        fired: list[Any] = []
+        h.service.stopService().addCallback(fired.append)
+        self.assertEqual((a.closed, b.closed), (1001, 1001))
+        self.assertEqual(fired, [])
+        self.assertEqual(list(h.service.sessions.values()), sessions)
+        self.assertEqual([s.link for s in sessions], [None, None])
+        self.assertEqual(obs.closed, [])
+        a.drop()
+        self.assertEqual(fired, [])
+        b.drop()
+        self.assertEqual(fired, [None])
+        self.assertEqual(obs.closed, [])
+        h.service.endAll()
+        self.assertEqual([r for _, r in obs.closed], ["shutdown"] * 2)
+
+    def test_stop_service_drain_timeout_aborts(self) -> None:
+        h = self.harness(drain_timeout=10)
+        a = h.connect()
+        a.hello()
+        a.link.abort = lambda: a.connection.lost()  # type: ignore[method-assign]
+        fired: list[Any] = []
+        h.service.stopService().addCallback(fired.append)
+        self.assertEqual(a.closed, 1001)
+        self.clock.advance(9.9)
+        self.assertEqual(fired, [])
+        self.clock.advance(0.1)
+        self.assertEqual(fired, [None])
+        self.assertEqual(h.service.connections, set())
+        self.assertEqual(len(h.service.sessions), 1)
+
+    def test_stop_service_without_connections_fires_at_once(self) -> None:
+        h = self.harness()
+        fired: list[Any] = []
+        h.service.stopService().addCallback(fired.append)
+        self.assertEqual(fired, [None])
 
     def test_stop_service_closes_connections_awaiting_hello_1001(self) -> None:
         """protocol.md §5: graceful shutdown closes *every connection* with 1001."""
@@ -980,12 +1176,16 @@ class IsolationTests(ServiceTestCase):
         self.clock.advance(2)
         self.assertEqual(good.received(), [{"type": "result", "id": "g", "result": None}])
         self.assertIsNone(good.closed)
-        self.assertEqual(len(h.service.sessions), 1)
+        # the bad client's session is detached (resumable), the good one still attached
+        self.assertEqual(len(h.service.sessions), 2)
+        self.assertEqual(sorted(s.link is None for s in h.service.sessions.values()),
+                         [False, True])
 
     def test_bad_client_with_call_in_flight_closed_4400(self) -> None:
-        """Ending a session that has a Deferred call in flight must still close it 4400."""
+        """Ending a session that has a Deferred call in flight must still close it 4400
+        (resume off, so the close ends the session at once)."""
         obs = Observer()
-        h = self.harness(extra=(obs,), max_bad_messages=0)
+        h = self.harness(extra=(obs,), max_bad_messages=0, resume_ttl=0)
         good, bad = h.connect(), h.connect()
         good.hello()
         bad.hello()
@@ -998,9 +1198,30 @@ class IsolationTests(ServiceTestCase):
             raised = e
         self.assertIsNone(raised, "ending the session raised")
         self.assertEqual(bad.closed, 4400)
-        self.assertEqual([r for _, r in obs.closed], ["closed"])
+        self.assertEqual([r for _, r in obs.closed], ["lost"])
         self.clock.advance(2)
         self.assertEqual(good.received(), [{"type": "result", "id": "g", "result": None}])
+
+    def test_bad_client_with_call_in_flight_detached_4400(self) -> None:
+        """With resume on, the 4400 close detaches the session; its call runs on until the
+        session expires, and the other client is not disturbed."""
+        obs = Observer()
+        h = self.harness(extra=(obs,), max_bad_messages=0)
+        good, bad = h.connect(), h.connect()
+        good.hello()
+        bad.hello()
+        good.call("sleep", {"seconds": 2}, id="g")
+        bad.call("hold", "b", id="h")
+        bad.sendRaw(b"{")
+        self.assertEqual(bad.closed, 4400)
+        self.assertEqual(obs.closed, [])
+        self.assertEqual(self.extra.cancelled, [])
+        self.clock.advance(2)
+        self.assertEqual(good.received(), [{"type": "result", "id": "g", "result": None}])
+        self.clock.advance(58)
+        self.assertEqual([(s, r) for s, r in obs.closed], [(obs.opened[1], "expired")])
+        self.assertEqual(self.extra.cancelled, ["b"])
+        self.assertIsNone(good.closed)
 
     def test_server_call_ids_per_session(self) -> None:
         h = self.harness()

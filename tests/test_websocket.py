@@ -162,6 +162,23 @@ class _AdapterTest(TestCase):
         self.assertEqual(welcome["type"], "welcome")
         return welcome
 
+    async def resume(self, client: Client, welcome: dict, last_seq: int = 0) -> dict:
+        """Say hello with ``resume`` for the session of ``welcome``; return the welcome."""
+        client.send({"type": "hello", "resume": {"session": welcome["session"],
+                                                 "token": welcome["token"],
+                                                 "last_seq": last_seq}})
+        reply = await client.receive()
+        self.assertEqual(reply["type"], "welcome")
+        return reply
+
+    def assertDetached(self, welcome: dict) -> None:
+        """The session of ``welcome`` lost its connection but stays resumable."""
+        self.assertEqual(list(self.service.sessions), [welcome["session"]])
+        session = self.service.sessions[welcome["session"]]
+        self.assertIsNone(session.link)
+        self.assertFalse(session.closed)
+        self.assertEqual(sum(self.service.metrics.sessions_closed.values()), 0)
+
     async def closed_with(self, client: Client, code: int) -> str:
         """Wait for the connection to close cleanly with ``code``; return the reason."""
         wasClean, got, reason = await client.closed
@@ -294,13 +311,17 @@ class MessageTests(_AdapterTest):
         self.assertEqual((await client.receive())["result"], "žluťoučký 🐴")
 
     async def test_binary(self) -> None:
-        """A binary message closes 1003, ending the session."""
+        """A binary message closes 1003; the session stays resumable."""
         client = await self.connect()
-        await self.hello(client)
+        welcome = await self.hello(client)
         client.sendMessage(b'{"type":"ping"}', isBinary=True)
         await self.closed_with(client, errors.CLOSE_UNSUPPORTED_DATA)
-        self.assertEqual(self.service.sessions, {})
+        self.assertDetached(welcome)
         self.assertEqual(self.service.connections, set())
+        again = await self.connect()
+        resumed = await self.resume(again, welcome)
+        self.assertEqual((resumed["session"], resumed["resumed"]), (welcome["session"], True))
+        self.assertIs(self.service.sessions[welcome["session"]].link, self.servers[1])
 
     async def test_binary_before_hello(self) -> None:
         client = await self.connect()
@@ -329,23 +350,53 @@ class MessageTests(_AdapterTest):
         await self.closed_with(client, errors.CLOSE_INTERNAL_ERROR)
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
 
-    async def test_client_drop_ends_session(self) -> None:
-        """A client vanishing without a close handshake ends its session as lost."""
+    async def test_client_drop_keeps_session_until_resume_ttl(self) -> None:
+        """A client vanishing without a close handshake leaves its session resumable;
+        it ends as expired once resume_ttl (60 s) has passed."""
         client = await self.connect()
-        await self.hello(client)
+        welcome = await self.hello(client)
         client.dropConnection(abort=True)
         await client.closed
         await self.server_closed[0]
-        self.assertEqual(self.service.sessions, {})
+        self.assertDetached(welcome)
         self.assertEqual(self.service.connections, set())
-        self.assertEqual(self.service.metrics.sessions_closed["lost"], 1)
+        self.clock.advance(59.9)
+        self.assertIn(welcome["session"], self.service.sessions)
+        self.clock.advance(0.1)
+        self.assertEqual(self.service.sessions, {})
+        self.assertEqual(self.service.metrics.sessions_closed["expired"], 1)
+        self.assertEqual(self.service.metrics.sessions_closed["lost"], 0)
 
-    async def test_shutdown_closes_1001(self) -> None:
-        """Stopping the service closes open connections 1001 through closeWith."""
+    async def test_client_close_1000_ends_session(self) -> None:
+        """A closing handshake the client starts with 1000 ends its session at once."""
         client = await self.connect()
         await self.hello(client)
-        self.service.stopService()
+        client.sendClose(errors.CLOSE_NORMAL)
+        await self.closed_with(client, errors.CLOSE_NORMAL)
+        self.assertEqual(self.service.sessions, {})
+        self.assertEqual(self.service.connections, set())
+        self.assertEqual(self.service.metrics.sessions_closed["bye"], 1)
+
+    async def test_client_close_other_code_keeps_session(self) -> None:
+        """A client closing with any code but 1000 (here 4000) may resume."""
+        client = await self.connect()
+        welcome = await self.hello(client)
+        client.sendClose(4000)
+        await client.closed
+        wasClean, code, _ = await self.server_closed[0]
+        self.assertEqual((wasClean, code), (True, 4000))
+        self.assertDetached(welcome)
+
+    async def test_shutdown_closes_1001(self) -> None:
+        """Stopping the service closes open connections 1001 through closeWith; the client
+        answering that close does not end its session, which stays resumable."""
+        client = await self.connect()
+        welcome = await self.hello(client)
+        drained = self.service.stopService()
         await self.closed_with(client, errors.CLOSE_GOING_AWAY)
+        self.assertIsNone(self.successResultOf(drained))
+        self.assertEqual(self.service.connections, set())
+        self.assertDetached(welcome)
 
 
 class LimitTests(_AdapterTest):
@@ -372,11 +423,12 @@ class LimitTests(_AdapterTest):
     async def test_too_big(self) -> None:
         """A message over max_message_size closes 1009 with a close frame, not a drop."""
         client = await self.connect()
-        await self.hello(client)
+        welcome = await self.hello(client)
         client.sendMessage(self.call(1025), False)
         await self.closed_with(client, errors.CLOSE_TOO_BIG)
         self.assertEqual(client.messages, [])
-        self.assertEqual(self.service.sessions, {})
+        # the session stays resumable (protocol.md §2)
+        self.assertDetached(welcome)
 
     async def test_too_big_in_fragments(self) -> None:
         """The limit is on the whole message, not just each frame."""
@@ -420,12 +472,23 @@ class CloseTests(_AdapterTest):
     settings = Settings(max_sessions=1, hello_timeout=10.0)
 
     async def test_invalid_utf8_text(self) -> None:
-        """A text message that is not UTF-8 closes 1007 with a close frame."""
+        """A text message that is not UTF-8 closes 1007 with a close frame; the session
+        stays resumable and still holds the one place (max_sessions=1): a new session is
+        refused 1013, a resume is not."""
         client = await self.connect()
-        await self.hello(client)
+        welcome = await self.hello(client)
         client.sendMessage(b'{"type":"ping","data":"\xff"}', False)
         await self.closed_with(client, 1007)
-        self.assertEqual(self.service.sessions, {})
+        self.assertDetached(welcome)
+        other = await self.connect()
+        other.send({"type": "hello"})
+        await self.closed_with(other, errors.CLOSE_TRY_AGAIN_LATER)
+        self.assertEqual(other.messages, [])
+        again = await self.connect()
+        resumed = await self.resume(again, welcome)
+        self.assertEqual((resumed["session"], resumed["resumed"]), (welcome["session"], True))
+        again.send({"type": "ping", "data": 1})
+        self.assertEqual(await again.receive(), {"type": "pong", "data": 1})
 
     async def test_full(self) -> None:
         """With max_sessions reached, a new connection is closed 1013 from onOpen."""
@@ -434,6 +497,40 @@ class CloseTests(_AdapterTest):
         second = await self.connect()
         await self.closed_with(second, errors.CLOSE_TRY_AGAIN_LATER)
         self.assertFalse(first.closed.called)
+
+    async def test_full_before_hello(self) -> None:
+        """Connections that have not said hello count too: a second one is closed 1013."""
+        first = await self.connect()
+        second = await self.connect()
+        await self.closed_with(second, errors.CLOSE_TRY_AGAIN_LATER)
+        self.assertFalse(first.closed.called)
+        await self.hello(first)
+
+
+class NoResumeTests(_AdapterTest):
+    """With resume_ttl=0 a lost connection ends its session at once."""
+
+    settings = Settings(resume_ttl=0)
+
+    async def test_client_drop_ends_session(self) -> None:
+        """A client vanishing without a close handshake ends its session as lost."""
+        client = await self.connect()
+        await self.hello(client)
+        client.dropConnection(abort=True)
+        await client.closed
+        await self.server_closed[0]
+        self.assertEqual(self.service.sessions, {})
+        self.assertEqual(self.service.connections, set())
+        self.assertEqual(self.service.metrics.sessions_closed["lost"], 1)
+
+    async def test_binary(self) -> None:
+        """A binary message closes 1003, ending the session."""
+        client = await self.connect()
+        await self.hello(client)
+        client.sendMessage(b'{"type":"ping"}', isBinary=True)
+        await self.closed_with(client, errors.CLOSE_UNSUPPORTED_DATA)
+        self.assertEqual(self.service.sessions, {})
+        self.assertEqual(self.service.metrics.sessions_closed["lost"], 1)
 
     async def test_long_close_reason(self) -> None:
         """A close reason is cut to fit the close frame (123 bytes) as valid UTF-8.

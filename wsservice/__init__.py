@@ -22,6 +22,7 @@ from .interfaces import (
     IResourceProvider,
     ISession,
     ISessionObserver,
+    ITopicAuthorizer,
 )
 from .listener import ListenerService
 from .service import SessionService
@@ -31,7 +32,7 @@ __all__ = [
     "__version__",
     "ANONYMOUS", "AnonymousAuthenticator", "ApplicationError", "AuthRequest",
     "ConfigurationError", "Forbidden", "Handler", "IAuthRequest", "IAuthenticator",
-    "ICallHandler", "IEventHandler", "IResourceProvider", "ISession", "ISessionObserver",
+    "ICallHandler", "IEventHandler", "IResourceProvider", "ISession", "ISessionObserver", "ITopicAuthorizer",
     "InvalidParams", "ListenerService", "RemoteError", "Session", "SessionClosed",
     "SessionService", "Settings", "Unauthorized", "WSService", "call", "event", "makeService",
 ]

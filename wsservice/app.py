@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
-from twisted.application.service import MultiService
+from twisted.application.service import MultiService, Service
+from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
 
 from .config import Settings
 from .listener import ListenerService
@@ -16,7 +17,12 @@ DEFAULT_LISTEN = "tcp:8080:interface=127.0.0.1"
 
 
 class WSService(MultiService):
-    """A SessionService plus one ListenerService per endpoint string; ``sessions`` is the former."""
+    """A SessionService plus one ListenerService per endpoint string; ``sessions`` is the former.
+
+    Stopping drains first (new handshakes get 503, /healthz 503, every connection is closed
+    1001 and given up to ``drain_timeout`` to go), then stops listening (unix socket files
+    are removed).
+    """
 
     def __init__(self, sessions: SessionService, reactor: Any = None) -> None:
         super().__init__()
@@ -24,6 +30,15 @@ class WSService(MultiService):
         self.listeners: list[ListenerService] = []
         self._reactor = reactor
         sessions.setServiceParent(self)
+
+    def stopService(self) -> Deferred:
+        """Drain the sessions, then stop the listeners."""
+        Service.stopService(self)  # not MultiService's: it would stop listeners first
+        d = maybeDeferred(self.sessions.stopService)
+        d.addBoth(lambda _: DeferredList(
+            [maybeDeferred(listener.stopService) for listener in self.listeners]))
+        d.addCallback(lambda _: None)
+        return d
 
     def listen(self, description: str) -> ListenerService:
         """Add a listener on a Twisted server endpoint string (tcp:, unix:, ssl:, systemd:)."""

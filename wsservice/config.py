@@ -25,17 +25,27 @@ class Settings:
     heartbeat: float = 25.0
     max_sessions: int = 10000
     max_subscriptions: int = 100
+    resume_ttl: float = 60.0
+    replay_limit: int = 1000
+    replay_bytes: int = 1 * MiB
+    rate: float = 200.0
+    burst: int = 400
+    max_send_queue: int = 4 * MiB
+    drain_timeout: float = 10.0
     # Messages held while an asynchronous authenticator decides on a hello.
     max_pending_before_welcome: int = 64
 
     def __post_init__(self) -> None:
         if not self.path.startswith("/") or self.path == "/":
             raise ValueError(f"path must start with '/' and name a resource, not {self.path!r}")
-        for name in ("hello_timeout", "call_timeout", "heartbeat"):
+        for name in ("hello_timeout", "call_timeout", "heartbeat", "rate", "drain_timeout"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0")
+        if not self.resume_ttl >= 0:
+            raise ValueError("resume_ttl must be >= 0 (0 turns resume off)")
         for name in ("max_message_size", "max_depth", "max_inflight_calls", "max_sessions",
-                     "max_subscriptions"):
+                     "max_subscriptions", "replay_limit", "replay_bytes", "burst",
+                     "max_send_queue"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
         OriginPolicy(self.allowed_origins)  # raises ValueError on a malformed pattern

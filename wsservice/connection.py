@@ -37,7 +37,14 @@ class Connection:
         self._max_depth = service.settings.max_depth
         self._hello_timer: IDelayedCall | None = None
         self._meta: dict | None = None
-        if service.full or not service.running:
+        self._resume: wire.Resume | None = None
+        if not service.running:
+            self.state = CLOSED
+            link.closeWith(errors.CLOSE_GOING_AWAY, "server shutting down")
+            return
+        # Connections are bounded like sessions: a flood that never says hello cannot grow
+        # past max_sessions either. (A full server still lets existing sessions resume.)
+        if len(service.connections) >= service.settings.max_sessions:
             self.state = CLOSED
             link.closeWith(errors.CLOSE_TRY_AGAIN_LATER, "server full, try again later")
             return
@@ -50,16 +57,11 @@ class Connection:
         if self.state == OPEN:
             session = self.session
             assert session is not None
-            if session.closed:
-                # ended (bye, close, budget) while the closing handshake is under way
+            if session.link is not self.link:
+                # ended, closed by the server, or resumed elsewhere while closing
                 self.state = CLOSED
                 return
-            try:
-                message = wire.decode(payload, self._max_depth)
-            except wire.WireError as e:
-                self.service.bad_message(session, e.code, e.message, e.id)
-                return
-            self.service.dispatch(session, message)
+            self.service.receive(session, payload)
         elif self.state == AWAITING_HELLO:
             self._first_message(payload)
         elif self.state == AUTHENTICATING:
@@ -71,30 +73,36 @@ class Connection:
 
     def binaryReceived(self) -> None:
         """A binary message arrived: protocol.md allows text only (close 1003)."""
-        self._stop_timer()
-        self.state = CLOSED
-        self.link.closeWith(errors.CLOSE_UNSUPPORTED_DATA, "binary messages are not supported")
+        self.close(errors.CLOSE_UNSUPPORTED_DATA, "binary messages are not supported")
 
     def shutdown(self) -> None:
-        """The server is stopping: close 1001 (ending the session, if any)."""
+        """The server is stopping: close 1001 (a session stays resumable)."""
+        self.close(errors.CLOSE_GOING_AWAY, "server shutting down")
+
+    def close(self, code: int, reason: str) -> None:
+        """Close the connection; its session, if any, stays resumable."""
+        self._stop_timer()
+        self.state = CLOSED
+        self._pending = []
         session = self.session
         if session is not None and session.link is self.link:
-            self.service.end(session, "shutdown", errors.CLOSE_GOING_AWAY,
-                             "server shutting down")
+            self.service.disconnect(session, code, reason)
         else:
-            self._stop_timer()
-            self.state = CLOSED
-            self.link.closeWith(errors.CLOSE_GOING_AWAY, "server shutting down")
+            self.link.closeWith(code, reason)
 
-    def lost(self) -> None:
-        """The transport connection is gone."""
-        self.service.connections.discard(self)
+    def lost(self, ended: bool = False) -> None:
+        """The transport connection is gone; ``ended`` when the client closed it with 1000,
+        which ends its session for good."""
+        self.service.forget(self)
         self._stop_timer()
         self.state = CLOSED
         self._pending = []
         session, self.session = self.session, None
         if session is not None and session.link is self.link:
-            self.service.lost(session)
+            if ended:
+                self.service.end(session, "bye")
+            else:
+                self.service.detach(session)
 
     # -- the hello ------------------------------------------------------------------------------
 
@@ -116,7 +124,8 @@ class Connection:
         # the connection open.
         self.state = AUTHENTICATING
         self._meta = message.meta
-        self.service.metrics.messages_in["hello"] += 1
+        self._resume = message.resume
+        self.service.metrics.messages_in["hello"] += 1  # later ones count in receive()
         request = AuthRequest(message.auth, self._request.headers, self._request.peer,
                               self._request.listener)
         d = self.service.authenticate(request)
@@ -125,13 +134,21 @@ class Connection:
     def _authenticated(self, principal: Any) -> None:
         if self.state != AUTHENTICATING:
             return  # the connection went away while the authenticator decided
-        if self.service.full or not self.service.running:
-            self.state = CLOSED
-            self.link.closeWith(errors.CLOSE_TRY_AGAIN_LATER, "server full, try again later")
+        service = self.service
+        if not service.running:
+            self.close(errors.CLOSE_GOING_AWAY, "server shutting down")
             return
         self._stop_timer()
+        session = None
+        if self._resume is not None:
+            session = service.resume(self._resume, self.link)
+        if session is None:
+            if service.full:
+                self.close(errors.CLOSE_TRY_AGAIN_LATER, "server full, try again later")
+                return
+            session = service.open(principal, self._meta, self.link)
         self.state = OPEN
-        self.session = self.service.open(principal, self._meta, self.link)
+        self.session = session
         pending, self._pending = self._pending, []
         for payload in pending:
             if self.state != OPEN:

@@ -16,7 +16,10 @@ class ISession(Interface):
     closed = Attribute("bool: True once the session has ended.")
 
     def push(event: str, data: object = None) -> int:
-        """Push event ``event`` with ``data`` to the client; return its ``seq``."""
+        """Push event ``event`` with ``data`` to the client; return its ``seq``.
+
+        While the client is away (resumable), the push is kept for replay.
+        """
 
     def call(method: str, params: object = None, timeout: float | None = None) -> object:
         """Call ``method`` on the client; return a Deferred firing with its result.
@@ -25,8 +28,17 @@ class ISession(Interface):
         ApplicationError ``timeout`` after ``timeout`` (default: the service's call_timeout).
         """
 
+    def subscribe(topic: str) -> None:
+        """Subscribe this session to ``topic`` (no authorization or limit applies)."""
+
+    def unsubscribe(topic: str) -> None:
+        """Unsubscribe this session from ``topic``."""
+
+    def publish(topic: str, data: object = None) -> int:
+        """Publish ``data`` on ``topic``; return how many subscribers got it."""
+
     def close(code: int = 1000, reason: str = "") -> None:
-        """End the session and close its connection with ``code`` and ``reason``."""
+        """End the session for good and close its connection with ``code`` and ``reason``."""
 
 
 class IEventHandler(Interface):
@@ -55,7 +67,20 @@ class ISessionObserver(Interface):
         """A session was created; its ``welcome`` has just been sent, so it may be pushed to."""
 
     def sessionClosed(session: ISession, reason: str) -> None:
-        """A session ended; ``reason`` is ``bye``, ``closed``, ``lost`` or ``shutdown``."""
+        """A session ended for good; ``reason`` is ``bye`` (the client said bye or closed
+        1000), ``closed`` (``session.close()``), ``expired`` (not resumed within
+        ``resume_ttl``, or it could not be resumed exactly), ``lost`` (the connection went
+        away with resume off) or ``shutdown`` (``SessionService.endAll()``)."""
+
+
+class ITopicAuthorizer(Interface):
+    """Decides who may subscribe and publish to which topic (every authorizer must agree)."""
+
+    def allowSubscribe(session: ISession, topic: str) -> bool:
+        """Whether ``session`` may subscribe to ``topic`` (False: error ``forbidden``)."""
+
+    def allowPublish(session: ISession, topic: str) -> bool:
+        """Whether ``session`` may publish on ``topic`` (False: error ``forbidden``)."""
 
 
 class IResourceProvider(Interface):

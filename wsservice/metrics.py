@@ -30,6 +30,7 @@ class Metrics:
         self.messages_out: defaultdict[str, int] = defaultdict(int)
         self.errors: defaultdict[str, int] = defaultdict(int)
         self.sessions_opened = 0
+        self.sessions_resumed = 0
         self.sessions_closed: defaultdict[str, int] = defaultdict(int)
         self._call_buckets = [0] * (len(CALL_BUCKETS) + 1)
         self._call_sum = 0.0
@@ -49,6 +50,9 @@ class Metrics:
         yield g
         c = CounterMetricFamily("wsservice_sessions_opened", "Sessions opened.")
         c.add_metric([], self.sessions_opened)
+        yield c
+        c = CounterMetricFamily("wsservice_sessions_resumed", "Sessions resumed.")
+        c.add_metric([], self.sessions_resumed)
         yield c
         c = CounterMetricFamily("wsservice_sessions_closed", "Sessions ended, by reason.",
                                 labels=["reason"])

@@ -16,10 +16,11 @@ from .interfaces import (
     IEventHandler,
     IResourceProvider,
     ISessionObserver,
+    ITopicAuthorizer,
 )
 
 HANDLER_CONTRACTS: tuple[InterfaceClass, ...] = (
-    ICallHandler, IEventHandler, ISessionObserver, IResourceProvider,
+    ICallHandler, IEventHandler, ISessionObserver, IResourceProvider, ITopicAuthorizer,
 )
 
 
@@ -91,6 +92,7 @@ class Registry:
         self.calls: dict[str, Route] = {}
         self.events: dict[str, Route] = {}
         self.observers: list[Any] = []
+        self.authorizers: list[Any] = []
         self.resources: dict[str, Any] = {}
         self._owners: dict[tuple[str, str], str] = {}
         for handler in handlers:
@@ -120,6 +122,8 @@ class Registry:
                 self._owners[kind, key] = name
         if ISessionObserver.providedBy(handler):
             self.observers.append(handler)
+        if ITopicAuthorizer.providedBy(handler):
+            self.authorizers.append(handler)
 
     def _check(self, kind: str, into: dict[str, Any], routes: Any,
                name: str) -> tuple[str, dict[str, Any], list[tuple[str, Any]]]:

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import hmac
 import itertools
 import secrets
 from inspect import iscoroutine
 from typing import Any, Callable, Iterable
 
 from twisted.application.service import Service
-from twisted.internet.defer import CancelledError, Deferred, TimeoutError, maybeDeferred
+from twisted.internet.defer import (
+    CancelledError,
+    Deferred,
+    TimeoutError,
+    maybeDeferred,
+    succeed,
+)
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -56,9 +63,16 @@ class SessionService(Service):
         # every open connection, with or without a session yet, so shutdown reaches them all
         self.connections: set[Connection] = set()
         self.metrics = Metrics(lambda: len(self.sessions))
+        self.topics: dict[str, set[Session]] = {}
         self._labels = itertools.count(1)
-        heartbeat = self.settings.heartbeat
+        settings = self.settings
+        heartbeat = settings.heartbeat
         self._heartbeat = int(heartbeat) if heartbeat == int(heartbeat) else heartbeat
+        self._max_depth = settings.max_depth
+        self._rate = settings.rate
+        self._burst = float(settings.burst)
+        self._seconds = self.clock.seconds
+        self._drained: Deferred | None = None
         # The message registry: one bound method per message class, no if-chain per message.
         self._dispatch: dict[type, Callable[[Session, Any], None]] = {
             wire.Event: self._event,
@@ -70,22 +84,60 @@ class SessionService(Service):
             wire.Ack: self._ack,
             wire.Bye: self._bye,
             wire.Hello: self._second_hello,
-            wire.Subscribe: self._topic_unsupported,
-            wire.Unsubscribe: self._topic_unsupported,
-            wire.Publish: self._topic_unsupported,
+            wire.Subscribe: self._subscribe,
+            wire.Unsubscribe: self._unsubscribe,
+            wire.Publish: self._publish,
         }
         self._in = self.metrics.messages_in
         self._type_names = {cls: cls.__name__.lower() for cls in self._dispatch}
 
     # -- lifecycle ------------------------------------------------------------------------------
 
-    def stopService(self) -> Deferred | None:
-        """Close every connection 1001, ending its session, and stop."""
+    def stopService(self) -> Deferred:
+        """Drain: refuse new sessions, close every connection 1001 (sessions stay resumable),
+        and fire once all are gone or ``drain_timeout`` has passed (the rest are dropped)."""
+        super().stopService()
+        if not self.connections:
+            return succeed(None)
+        self._log.info("draining {count} connections (at most {timeout:g} s)",
+                       count=len(self.connections), timeout=self.settings.drain_timeout)
+        self._drained = drained = Deferred()
+        timer = self.clock.callLater(self.settings.drain_timeout, self._drain_timed_out)
         for connection in list(self.connections):
             connection.shutdown()
+
+        def done(result: Any) -> Any:
+            if timer.active():
+                timer.cancel()
+            self._log.info("drained; {count} sessions stay resumable",
+                           count=len(self.sessions))
+            return result
+        return drained.addBoth(done)
+
+    def _drain_timed_out(self) -> None:
+        self._log.warn("drain timeout: dropping {count} connections",
+                       count=len(self.connections))
+        connections = list(self.connections)
+        self.connections.clear()  # their lost() follows, after the drain is over
+        for connection in connections:
+            connection.link.abort()
+        self._connections_gone()
+
+    def _connections_gone(self) -> None:
+        drained, self._drained = self._drained, None
+        if drained is not None:
+            drained.callback(None)
+
+    def forget(self, connection: Connection) -> None:
+        """A connection is gone for good."""
+        self.connections.discard(connection)
+        if self._drained is not None and not self.connections:
+            self._connections_gone()
+
+    def endAll(self, reason: str = "shutdown") -> None:
+        """End every session at once, resumable or not (e.g. before a process exits)."""
         for session in list(self.sessions.values()):
-            self.end(session, "shutdown", errors.CLOSE_GOING_AWAY, "server shutting down")
-        return super().stopService()
+            self.end(session, reason, errors.CLOSE_GOING_AWAY, "server shutting down")
 
     @property
     def full(self) -> bool:
@@ -128,10 +180,42 @@ class SessionService(Service):
                                   observer=observer)
         return session
 
+    def resume(self, request: wire.Resume, link: Link) -> Session | None:
+        """Re-attach the session ``request`` names and replay what the client missed;
+        None when that cannot be done exactly (the caller then opens a new session)."""
+        session = self.sessions.get(request.session)
+        if session is None or not hmac.compare_digest(
+                session.token.encode(), request.token.encode("utf-8", "surrogatepass")):
+            return None
+        if not session.can_replay(request.last_seq):
+            # The client holds a gap we cannot fill: it gets a new session and must know.
+            self._log.info("session {session} cannot be resumed after seq {last} (has "
+                           "{seq}); ending it", session=session.label, last=request.last_seq,
+                           seq=session.seq)
+            self.end(session, "expired", errors.CLOSE_SESSION_TAKEN,
+                      "session taken over and could not be resumed")
+            return None
+        old = session.link
+        if old is not None:
+            session.link = None
+            old.closeWith(errors.CLOSE_SESSION_TAKEN, "session resumed on another connection")
+        if session.expiry is not None:
+            if session.expiry.active():
+                session.expiry.cancel()
+            session.expiry = None
+        session.link = link
+        self.metrics.sessions_resumed += 1
+        self._log.info("session {session} resumed after seq {last} ({n} to replay)",
+                       session=session.label, last=request.last_seq,
+                       n=session.seq - request.last_seq)
+        self.welcome(session, resumed=True)
+        session.replay_after(request.last_seq)
+        return session
+
     def welcome(self, session: Session, resumed: bool = False) -> None:
         """Send ``welcome`` to a session's link."""
-        session._send(wire.encode_welcome(session.id, session.token, resumed,
-                                          self._heartbeat, SERVER_NAME), "welcome")
+        session.send(wire.encode_welcome(session.id, session.token, resumed,
+                                         self._heartbeat, SERVER_NAME), "welcome")
 
     def end(self, session: Session, reason: str, code: int | None = None,
             text: str = "") -> None:
@@ -140,6 +224,9 @@ class SessionService(Service):
             return
         link = session.link
         self.sessions.pop(session.id, None)
+        for topic in session.subscriptions:
+            self._leave(session, topic)
+        session.subscriptions = set()
         session.ended()
         self.metrics.sessions_closed[reason] += 1
         if link is not None and code is not None:
@@ -153,21 +240,58 @@ class SessionService(Service):
                 self._log.failure("observer {observer!r} failed on sessionClosed",
                                   observer=observer)
 
-    def lost(self, session: Session) -> None:
-        """The session's connection went away without ending the session itself."""
-        self.end(session, "lost")
+    def disconnect(self, session: Session, code: int, text: str) -> None:
+        """Close a session's connection with ``code``; the session stays resumable."""
+        link = session.link
+        if link is None:
+            return
+        self.detach(session)
+        link.closeWith(code, text)
+
+    def detach(self, session: Session) -> None:
+        """The session lost its connection: keep it resumable for ``resume_ttl``."""
+        session.link = None
+        if session.closed:
+            return
+        ttl = self.settings.resume_ttl
+        if ttl <= 0:
+            self.end(session, "lost")
+            return
+        if session.expiry is None:
+            session.expiry = self.clock.callLater(ttl, self._expire, session)
+
+    def _expire(self, session: Session) -> None:
+        session.expiry = None
+        self.end(session, "expired")
 
     # -- per-message dispatch -------------------------------------------------------------------
 
-    def dispatch(self, session: Session, message: wire.Message) -> None:
-        """Route one decoded client message of a registered session."""
+    def receive(self, session: Session, payload: bytes) -> None:
+        """One text message of a registered session: rate limit, decode, route."""
+        now = self._seconds()
+        tokens = session.tokens + (now - session.filled) * self._rate
+        session.filled = now
+        if tokens > self._burst:
+            tokens = self._burst
+        if tokens < 1.0:
+            session.tokens = tokens
+            self.bad_message(session, errors.RATE_LIMITED,
+                             f"over {self._rate:g} messages/s; slow down")
+            return
+        session.tokens = tokens - 1.0
+        try:
+            message = wire.decode(payload, self._max_depth)
+        except wire.WireError as e:
+            self.bad_message(session, e.code, e.message, e.id)
+            return
         kind = type(message)
         self._in[self._type_names[kind]] += 1
         self._dispatch[kind](session, message)
 
     def bad_message(self, session: Session, code: str, message: str,
                     call_id: wire.CallId | None = None) -> None:
-        """Answer bad input; past ``max_bad_messages`` also close the connection (4400)."""
+        """Answer bad input; past ``max_bad_messages`` also close the connection
+        (4429 when rate-limited, else 4400). The session stays resumable."""
         session.error(code, message, None, call_id)
         session.bad_messages += 1
         if session.bad_messages > self.settings.max_bad_messages:
@@ -175,7 +299,7 @@ class SessionService(Service):
                      else errors.CLOSE_PROTOCOL_VIOLATION)
             self._log.info("session {session}: too many bad messages, closing {code}",
                            session=session.label, code=close)
-            self.end(session, "closed", close, "too many bad messages")
+            self.disconnect(session, close, "too many bad messages")
 
     def _event(self, session: Session, msg: wire.Event) -> None:
         handler = self.registry.events.get(msg.event)
@@ -269,11 +393,13 @@ class SessionService(Service):
             frame = wire.encode_pong(msg.data)
         except TypeError:  # orjson refuses what it parsed only for exotic ints; stay safe
             frame = wire.encode_pong(None)
-        session._send(frame, "pong")
+        session.send(frame, "pong")
 
     def _ack(self, session: Session, msg: wire.Ack) -> None:
-        # Nothing is buffered for replay yet; an ack is valid and needs no answer.
-        pass
+        if msg.seq > session.seq:
+            self.bad_message(session, errors.BAD_MESSAGE, "ack of a seq not sent yet")
+            return
+        session.ack(msg.seq)
 
     def _bye(self, session: Session, msg: wire.Bye) -> None:
         self.end(session, "bye", errors.CLOSE_NORMAL, "bye")
@@ -281,6 +407,93 @@ class SessionService(Service):
     def _second_hello(self, session: Session, msg: wire.Hello) -> None:
         self.bad_message(session, errors.ALREADY_REGISTERED, "this connection has a session")
 
-    def _topic_unsupported(self, session: Session, msg: Any) -> None:
-        session.error(errors.BAD_MESSAGE, "topics are not available on this server", None,
-                      msg.id)
+    # -- topics -------------------------------------------------------------------------------
+
+    def _allowed(self, session: Session, topic: str, publish: bool) -> bool:
+        for authorizer in self.registry.authorizers:
+            allow = authorizer.allowPublish if publish else authorizer.allowSubscribe
+            if not allow(session, topic):
+                return False
+        return True
+
+    def _subscribe(self, session: Session, msg: wire.Subscribe) -> None:
+        topic = msg.topic
+        if topic not in session.subscriptions:
+            if len(session.subscriptions) >= self.settings.max_subscriptions:
+                session.error(errors.TOO_MANY_SUBSCRIPTIONS,
+                              f"at most {self.settings.max_subscriptions} subscriptions",
+                              None, msg.id)
+                return
+            if not self._guard(session, topic, False, msg.id):
+                return
+            self.subscribe(session, topic)
+        if msg.id is not None:
+            session.reply(msg.id, None)
+
+    def _unsubscribe(self, session: Session, msg: wire.Unsubscribe) -> None:
+        self.unsubscribe(session, msg.topic)
+        if msg.id is not None:
+            session.reply(msg.id, None)
+
+    def _publish(self, session: Session, msg: wire.Publish) -> None:
+        if not self._guard(session, msg.topic, True, msg.id):
+            return
+        try:
+            self.publish(msg.topic, msg.data)
+        except TypeError:  # data orjson parsed but cannot write back (e.g. a huge integer)
+            session.error(errors.BAD_MESSAGE, "data cannot be published", None, msg.id)
+            return
+        if msg.id is not None:
+            session.reply(msg.id, None)
+
+    def _guard(self, session: Session, topic: str, publish: bool,
+               call_id: wire.CallId | None) -> bool:
+        """Ask the authorizers; answer ``forbidden`` (or ``internal``) when they refuse."""
+        try:
+            if self._allowed(session, topic, publish):
+                return True
+            session.error(errors.FORBIDDEN, f"not allowed to "
+                          f"{'publish on' if publish else 'subscribe to'} this topic",
+                          None, call_id)
+        except ApplicationError as e:
+            session.error(e.code, e.message, e.data, call_id)
+        except Exception:
+            session.fail(call_id, Failure(), "topic authorizer")
+        return False
+
+    def subscribe(self, session: Session, topic: str) -> None:
+        """Subscribe ``session`` to ``topic`` (no authorization, no limit)."""
+        if session.closed or topic in session.subscriptions:
+            return
+        session.subscriptions.add(topic)
+        subscribers = self.topics.get(topic)
+        if subscribers is None:
+            self.topics[topic] = subscribers = set()
+        subscribers.add(session)
+
+    def unsubscribe(self, session: Session, topic: str) -> None:
+        """Unsubscribe ``session`` from ``topic``."""
+        if topic in session.subscriptions:
+            session.subscriptions.discard(topic)
+            self._leave(session, topic)
+
+    def _leave(self, session: Session, topic: str) -> None:
+        subscribers = self.topics.get(topic)
+        if subscribers is not None:
+            subscribers.discard(session)
+            if not subscribers:
+                del self.topics[topic]
+
+    def publish(self, topic: str, data: Any = None) -> int:
+        """Deliver ``data`` on ``topic`` to every subscriber; return how many got it.
+
+        The message is encoded once; each subscriber's copy only gets its own seq stamped.
+        """
+        subscribers = self.topics.get(topic)
+        if not subscribers:
+            return 0
+        prefix = wire.message_prefix(topic, data)
+        # a copy: delivering may close a connection, which may change the set
+        for session in tuple(subscribers):
+            session.deliver(prefix, "message")
+        return len(subscribers)

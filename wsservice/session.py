@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import deque
 from typing import TYPE_CHECKING, Any, Protocol
 
 from twisted.internet.defer import Deferred
@@ -18,7 +19,7 @@ if TYPE_CHECKING:
 
 
 class Link(Protocol):
-    """What a session needs of its connection: send a text frame, close with a code."""
+    """What a session needs of its connection: send a text message, close, abort."""
 
     def sendText(self, payload: bytes) -> None:
         """Send one text message."""
@@ -26,10 +27,14 @@ class Link(Protocol):
     def closeWith(self, code: int, reason: str) -> None:
         """Close the connection with a WebSocket close code."""
 
+    def abort(self) -> None:
+        """Drop the connection at once, without a closing handshake."""
+
 
 @implementer(ISession)
 class Session:
-    """One client session: identity, seq counter, calls in flight both ways, attached link."""
+    """One client session: identity, seq and replay buffer, calls in flight both ways,
+    subscriptions, rate-limit bucket, and the attached link (None while resumable)."""
 
     def __init__(self, service: SessionService, id: str, token: str, label: str,
                  principal: Any, meta: dict, link: Link | None) -> None:
@@ -44,10 +49,23 @@ class Session:
         self.bad_messages = 0
         # client call id -> Deferred of its handler
         self.inflight: dict[wire.CallId, Deferred] = {}
+        self.subscriptions: set[str] = set()
+        # pushed frames kept for resume: (seq, frame), oldest first, and their total size
+        self.replay: deque[tuple[int, bytes]] = deque()
+        self.replay_size = 0
+        # token bucket: tokens left and when it was last filled
+        self.tokens = float(service.settings.burst)
+        self.filled = service.clock.seconds()
+        # expiry of a detached, resumable session
+        self.expiry: IDelayedCall | None = None
         self._service = service
         self._server_calls: dict[int, tuple[Deferred, IDelayedCall]] = {}
         self._next_call_id = 0
         self._out = service.metrics.messages_out
+        settings = service.settings
+        self._keep = settings.resume_ttl > 0
+        self._replay_limit = settings.replay_limit
+        self._replay_bytes = settings.replay_bytes
 
     def __repr__(self) -> str:
         return f"<Session {self.label}>"
@@ -58,19 +76,15 @@ class Session:
         """Push event ``event`` with ``data`` to the client; return its ``seq``."""
         if self.closed:
             raise SessionClosed(f"{self.label} has ended")
-        frame = wire.encode_event(event, data, self.seq + 1)  # raises before seq moves on
-        self.seq += 1
-        self._send(frame, "event")
-        return self.seq
+        return self.deliver(wire.event_prefix(event, data), "event")
 
     def call(self, method: str, params: Any = None, timeout: float | None = None) -> Deferred:
         """Call ``method`` on the client; the Deferred fires with its result (see ISession)."""
         if self.closed:
             raise SessionClosed(f"{self.label} has ended")
-        self._next_call_id += 1
-        call_id = self._next_call_id
-        frame = wire.encode_call(call_id, method, params, self.seq + 1)
-        self.seq += 1
+        call_id = self._next_call_id + 1
+        prefix = wire.call_prefix(call_id, method, params)  # raises before anything changes
+        self._next_call_id = call_id
 
         def forget(d: Deferred) -> None:
             # cancelled by the caller: stop waiting for the client's answer
@@ -82,16 +96,67 @@ class Session:
         wait = self._service.settings.call_timeout if timeout is None else timeout
         timer = self._service.clock.callLater(wait, self._server_call_timed_out, call_id, method)
         self._server_calls[call_id] = (d, timer)
-        self._send(frame, "call")
+        self.deliver(prefix, "call")
         return d
 
+    def subscribe(self, topic: str) -> None:
+        """Subscribe this session to ``topic`` (no authorization or limit: the server decides)."""
+        self._service.subscribe(self, topic)
+
+    def unsubscribe(self, topic: str) -> None:
+        """Unsubscribe this session from ``topic``."""
+        self._service.unsubscribe(self, topic)
+
+    def publish(self, topic: str, data: Any = None) -> int:
+        """Publish ``data`` on ``topic`` to every subscriber; return how many got it."""
+        return self._service.publish(topic, data)
+
     def close(self, code: int = errors.CLOSE_NORMAL, reason: str = "") -> None:
-        """End the session and close its connection with ``code`` and ``reason``."""
+        """End the session for good and close its connection with ``code`` and ``reason``."""
         self._service.end(self, "closed", code, reason)
 
     # -- used by the service --------------------------------------------------------------------
 
-    def _send(self, frame: bytes, kind: str) -> None:
+    def deliver(self, prefix: bytes, kind: str) -> int:
+        """Stamp a pushed message with the next seq, keep it for replay, send it if attached."""
+        seq = self.seq = self.seq + 1
+        frame = b"%b%d}" % (prefix, seq)
+        if self._keep:
+            replay = self.replay
+            replay.append((seq, frame))
+            self.replay_size += len(frame)
+            while len(replay) > self._replay_limit or self.replay_size > self._replay_bytes:
+                self.replay_size -= len(replay.popleft()[1])
+        self._out[kind] += 1
+        link = self.link
+        if link is not None:
+            link.sendText(frame)
+        return seq
+
+    def ack(self, seq: int) -> None:
+        """The client holds every message up to ``seq``: forget them."""
+        replay = self.replay
+        while replay and replay[0][0] <= seq:
+            self.replay_size -= len(replay.popleft()[1])
+
+    def can_replay(self, last_seq: int) -> bool:
+        """Whether every message after ``last_seq`` can still be sent again."""
+        if last_seq > self.seq:
+            return False
+        if last_seq == self.seq:
+            return True
+        return bool(self.replay) and self.replay[0][0] <= last_seq + 1
+
+    def replay_after(self, last_seq: int) -> None:
+        """Send again, in order, every kept message after ``last_seq``."""
+        self.ack(last_seq)
+        link = self.link
+        if link is not None:
+            for _, frame in self.replay:
+                link.sendText(frame)
+
+    def send(self, frame: bytes, kind: str) -> None:
+        """Send an un-numbered message (reply, error, pong, welcome) if attached."""
         self._out[kind] += 1
         link = self.link
         if link is not None:
@@ -107,7 +172,7 @@ class Session:
                 session=self.label, id=call_id, err=e)
             self.error(errors.INTERNAL, "internal error", None, call_id)
             return
-        self._send(frame, "result")
+        self.send(frame, "result")
 
     def error(self, code: str, message: str, data: Any = None,
               call_id: wire.CallId | None = None) -> None:
@@ -117,7 +182,7 @@ class Session:
             frame = wire.encode_error(code, message, data, call_id)
         except TypeError:
             frame = wire.encode_error(code, message, None, call_id)
-        self._send(frame, "error")
+        self.send(frame, "error")
 
     def fail(self, call_id: wire.CallId | None, failure: Failure, what: str) -> None:
         """Answer request ``call_id`` with the error a handler failure stands for."""
@@ -149,9 +214,14 @@ class Session:
                 errors.TIMEOUT, f"the client did not answer {method!r} in time"))
 
     def ended(self) -> None:
-        """Mark the session over: cancel client calls, fail server calls, drop the link."""
+        """Mark the session over: cancel client calls, fail server calls, drop state."""
         self.closed = True
         self.link = None
+        if self.expiry is not None and self.expiry.active():
+            self.expiry.cancel()
+        self.expiry = None
+        self.replay.clear()
+        self.replay_size = 0
         calls = list(self.inflight.values())
         self.inflight.clear()
         for d in calls:

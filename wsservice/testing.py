@@ -38,6 +38,10 @@ class FakeLink:
         if self.close_code is None:
             self.close_code, self.close_reason = code, reason
 
+    def abort(self) -> None:
+        """Record an abrupt drop (as close code 1006)."""
+        self.closeWith(1006, "aborted")
+
 
 class FakeClient:
     """A client connection driven by a test: send dicts or raw bytes, read decoded replies."""
@@ -67,8 +71,22 @@ class FakeClient:
         self.connection.binaryReceived()
 
     def drop(self) -> None:
-        """Lose the connection abruptly."""
+        """Lose the connection abruptly (the session stays resumable for resume_ttl)."""
         self.connection.lost()
+
+    def closeNormally(self) -> None:
+        """Close the connection as a client closing with 1000 does (ends the session)."""
+        self.connection.lost(ended=True)
+
+    def resume(self, welcome: dict[str, Any], last_seq: int) -> dict[str, Any]:
+        """Say hello with ``resume`` for the session of ``welcome``; return the new welcome."""
+        self.send({"type": "hello", "resume": {"session": welcome["session"],
+                                               "token": welcome["token"],
+                                               "last_seq": last_seq}})
+        reply = self.next()
+        if reply.get("type") != "welcome":
+            raise AssertionError(f"expected welcome, got {reply!r}")
+        return reply
 
     def _inbox(self) -> list[dict[str, Any]]:
         frames = self.link.frames
@@ -131,5 +149,9 @@ class ServiceHarness:
         return FakeClient(self.service, headers, peer)
 
     def stop(self) -> Any:
-        """Stop the service (ends every session)."""
-        return self.service.stopService()
+        """Stop the service (drain: connections closed 1001), then end every session."""
+        d = self.service.stopService()
+        for client_connection in list(self.service.connections):
+            client_connection.lost()
+        self.service.endAll()
+        return d

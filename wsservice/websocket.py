@@ -27,6 +27,34 @@ def _accept_deflate(offers: list[Any]) -> PerMessageDeflateOfferAccept | None:
     return None
 
 
+class _Timer:
+    """A DelayedCall whose cancel() is safe after it fired (Autobahn cancels freely)."""
+
+    __slots__ = ("_call",)
+
+    def __init__(self, call: Any) -> None:
+        self._call = call
+
+    def cancel(self) -> None:
+        if self._call.active():
+            self._call.cancel()
+
+
+class _ExactTimers:
+    """Autobahn's timer hook, on the factory's own reactor and to the millisecond.
+
+    Autobahn's default batched timer truncates deadlines to whole seconds (a 25 s ping
+    timeout fires after 24-25 s; a sub-second one at once) and always uses the global
+    reactor; the service's timers must honour their settings and a test's Clock.
+    """
+
+    def __init__(self, reactor: Any) -> None:
+        self._reactor = reactor
+
+    def call_later(self, delay: float, func: Any, *args: Any, **kwargs: Any) -> _Timer:
+        return _Timer(self._reactor.callLater(delay, func, *args, **kwargs))
+
+
 class WebSocketProtocol(WebSocketServerProtocol):
     """One WebSocket connection: checks the handshake, then relays text messages."""
 
@@ -34,6 +62,10 @@ class WebSocketProtocol(WebSocketServerProtocol):
     factory: WebSocketFactory
     _connection: Connection | None = None
     _request: Any = None
+    # flow control: True while the transport's write buffer is full; bytes written since
+    _paused = False
+    _backlog = 0
+    _over = False
 
     def onConnect(self, request: Any) -> str | None:
         """Refuse a wrong subprotocol (400) or a foreign Origin (403) before any session."""
@@ -51,8 +83,17 @@ class WebSocketProtocol(WebSocketServerProtocol):
         return SUBPROTOCOL if protocols else None
 
     def onOpen(self) -> None:
-        """Handshake done: hand the connection to the service."""
+        """Handshake done: become the transport's producer, hand the connection to the service."""
         request, self._request = self._request, None
+        # The transport tells us when its write buffer fills (pauseProducing) and when it has
+        # drained (resumeProducing): that is how max_send_queue is enforced. twisted.web's
+        # HTTPChannel, done with this transport since the upgrade, is still registered.
+        transport = self.transport
+        try:
+            transport.unregisterProducer()
+            transport.registerProducer(self, True)
+        except Exception:
+            self._log.failure("cannot watch the transport's buffer: no send-queue limit here")
         self._connection = self.factory.service.connect(
             self, dict(request.headers), request.peer, self.factory.listener)
 
@@ -71,7 +112,7 @@ class WebSocketProtocol(WebSocketServerProtocol):
             self.closeWith(errors.CLOSE_INTERNAL_ERROR, "internal error")
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
-        """The connection is gone (cleanly or not)."""
+        """The connection is gone (cleanly or not); a client's own close 1000 ends its session."""
         # Autobahn leaves a pending close-handshake timer behind when the peer vanishes
         # mid-close; drop it so nothing outlives the connection.
         timer, self.closeHandshakeTimeoutCall = self.closeHandshakeTimeoutCall, None
@@ -79,13 +120,64 @@ class WebSocketProtocol(WebSocketServerProtocol):
             timer.cancel()
         connection, self._connection = self._connection, None
         if connection is not None:
-            connection.lost()
+            connection.lost(ended=not self.closedByMe
+                            and self.remoteCloseCode == errors.CLOSE_NORMAL)
+
+    # -- IPushProducer, driven by the transport ------------------------------------------------
+
+    def pauseProducing(self) -> None:
+        """The transport's buffer is full: what we write from now on is backlog."""
+        self._paused = True
+
+    def resumeProducing(self) -> None:
+        """The transport's buffer has drained."""
+        self._paused = False
+        self._backlog = 0
+
+    def stopProducing(self) -> None:
+        """The transport is going away; onClose follows."""
+
+    def sendData(self, data: bytes, sync: bool = False, chopsize: int | None = None) -> None:
+        """Every byte Autobahn writes (after compression) passes here: bound the backlog."""
+        if self._paused:
+            self._backlog += len(data)
+            if self._backlog > self.factory.max_send_queue and not self._over:
+                self._over = True  # once: closing writes a close frame through here too
+                self._slow_consumer()
+        super().sendData(data, sync, chopsize)
+
+    def _slow_consumer(self) -> None:
+        connection = self._connection
+        if connection is not None and self.state == self.STATE_OPEN:
+            self._log.info("slow consumer {peer}: over {limit} bytes waiting; closing 4508",
+                           peer=self.peer, limit=self.factory.max_send_queue)
+            # Nothing more is queued once closing (Autobahn drops sends when not OPEN), and
+            # the close-handshake timeout drops a client that never reads.
+            connection.close(errors.CLOSE_SLOW_CONSUMER, "slow consumer")
 
     # -- Link, as the service sees this connection -------------------------------------------
 
     def sendText(self, payload: bytes) -> None:
-        """Send one text message."""
-        self.sendMessage(payload, False)
+        """Send one text message; dropped once the connection is closing (a resumable
+        session keeps its pushes for replay; replies to a closing peer have nowhere to go)."""
+        if self.state == self.STATE_OPEN:
+            if len(payload) <= self.maxMessagePayloadSize:
+                self.sendMessage(payload, False)
+            else:
+                self._send_large(payload)
+
+    def _send_large(self, payload: bytes) -> None:
+        # Autobahn applies maxMessagePayloadSize to sends as well; protocol.md limits only
+        # what the server receives.
+        limit, self.maxMessagePayloadSize = self.maxMessagePayloadSize, 0
+        try:
+            self.sendMessage(payload, False)
+        finally:
+            self.maxMessagePayloadSize = limit
+
+    def abort(self) -> None:
+        """Drop the connection at once."""
+        self.dropConnection(abort=True)
 
     def closeWith(self, code: int, reason: str) -> None:
         """Start the closing handshake with any close code of protocol.md."""
@@ -106,9 +198,11 @@ class WebSocketFactory(WebSocketServerFactory):
         super().__init__("wss://localhost" if secure else "ws://localhost",
                          server=SERVER_NAME, reactor=reactor)
         settings = service.settings
+        self._batched_timer = _ExactTimers(self.reactor)
         self.service = service
         self.listener = listener
         self.origins = OriginPolicy(settings.allowed_origins)
+        self.max_send_queue = settings.max_send_queue
         self.setProtocolOptions(
             maxMessagePayloadSize=settings.max_message_size,
             maxFramePayloadSize=settings.max_message_size,
@@ -120,4 +214,8 @@ class WebSocketFactory(WebSocketServerFactory):
             failByDrop=False,
             # a small server message is sent as one TCP segment, right away
             tcpNoDelay=True,
+            # WebSocket pings every heartbeat; no pong within another heartbeat: dropped
+            # (the session stays resumable)
+            autoPingInterval=settings.heartbeat,
+            autoPingTimeout=settings.heartbeat,
         )

@@ -329,19 +329,46 @@ def encode_welcome(session: str, token: str, resumed: bool, heartbeat: float, se
                    "resumed": resumed, "heartbeat": heartbeat, "server": server})
 
 
+# Pushed messages (event, message, call) end with their seq. They are encoded once as a
+# prefix and stamped per session with stamp(): a publication to many subscribers costs one
+# encode, and each stamped frame is a fresh, exactly sized bytes object (orjson's own
+# results keep a few KiB of slack each, which a replay buffer would multiply).
+
+def event_prefix(event: str, data: Any) -> bytes:
+    """Everything of a pushed ``event`` but its seq."""
+    return b'{"type":"event","event":' + _dumps(event) + b',"data":' + _dumps(data) + b',"seq":'
+
+
+def message_prefix(topic: str, data: Any) -> bytes:
+    """Everything of a topic ``message`` but its seq."""
+    return b'{"type":"message","topic":' + _dumps(topic) + b',"data":' + _dumps(data) \
+        + b',"seq":'
+
+
+def call_prefix(call_id: CallId, method: str, params: Any) -> bytes:
+    """Everything of a server-initiated ``call`` but its seq."""
+    return b'{"type":"call","id":' + _dumps(call_id) + b',"method":' + _dumps(method) \
+        + b',"params":' + _dumps(params) + b',"seq":'
+
+
+def stamp(prefix: bytes, seq: int) -> bytes:
+    """Complete a pushed message's prefix with its seq."""
+    return b"%b%d}" % (prefix, seq)
+
+
 def encode_event(event: str, data: Any, seq: int) -> bytes:
     """Encode a server-pushed ``event``."""
-    return _dumps({"type": "event", "event": event, "data": data, "seq": seq})
+    return stamp(event_prefix(event, data), seq)
 
 
 def encode_message(topic: str, data: Any, seq: int) -> bytes:
     """Encode a topic ``message`` delivery."""
-    return _dumps({"type": "message", "topic": topic, "data": data, "seq": seq})
+    return stamp(message_prefix(topic, data), seq)
 
 
 def encode_call(call_id: CallId, method: str, params: Any, seq: int) -> bytes:
     """Encode a server-initiated ``call``."""
-    return _dumps({"type": "call", "id": call_id, "method": method, "params": params, "seq": seq})
+    return stamp(call_prefix(call_id, method, params), seq)
 
 
 def encode_result(call_id: CallId, result: Any) -> bytes:
