@@ -308,9 +308,21 @@ class _EndToEnd:
 
     async def test_server_call_timeout(self) -> None:
         c, _ = await self.session()
-        c.send({"type": "call", "id": "q", "method": "ask", "params": {"method": "x"}})
+        # session.call's own timeout (0.2 s), well before the ask call's (call_timeout, 1 s)
+        c.send({"type": "call", "id": "q", "method": "ask",
+                "params": {"method": "x", "timeout": 0.2}})
         await c.next()  # the server's call, left unanswered
-        await self.expect_error(c, "timeout", "q")
+        started = reactor.seconds()
+        reply = await self.expect_error(c, "timeout", "q")
+        self.assertLess(reactor.seconds() - started, 0.8)
+        self.assertIn("did not answer", reply["error"]["message"])
+
+    async def test_event_handler_failure_is_internal(self) -> None:
+        c, _ = await self.session()
+        c.send({"type": "event", "event": "fail"})
+        await self.expect_error(c, "internal")
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        self.assertEqual((await c.call("echo", 1))["result"], 1)
 
     async def test_reply_to_unknown_server_call(self) -> None:
         c, _ = await self.session()
@@ -348,7 +360,6 @@ class _EndToEnd:
         self.assertEqual((await c.call("echo", 1))["result"], 1)
 
     async def test_bad_messages_answered(self) -> None:
-        self.settings_budget = None
         c, _ = await self.session()
         for payload in [b'{"type": "nope"}', b'{"type": 5}', b'{"event": "echo"}']:
             c.sendRaw(payload)

@@ -2,8 +2,8 @@
 
 Default policy: allow a missing Origin and an Origin whose host and port (the scheme's default
 port when absent) equal those of the Host header; --allowed-origin patterns
-(``https://*.example.com``) extend it; ``*`` allows all.  The listener's ``secure`` flag gives
-the Host header's default port (443 for TLS, else 80).
+(``https://*.example.com``) extend it; ``*`` allows all.  A Host header without a port takes
+the default port of the Origin's scheme (so a page behind a TLS-terminating proxy works).
 """
 
 from __future__ import annotations
@@ -16,13 +16,13 @@ from wsservice.origin import OriginPolicy
 
 
 class _OriginCase(SynchronousTestCase):
-    def assertAllowed(self, policy, origin, host, secure=False):
-        self.assertIs(policy.allows(origin, host, secure), True,
-                      f"expected {origin!r} allowed (Host {host!r}, secure={secure})")
+    def assertAllowed(self, policy, origin, host):
+        self.assertIs(policy.allows(origin, host), True,
+                      f"expected {origin!r} allowed (Host {host!r})")
 
-    def assertRefused(self, policy, origin, host, secure=False):
-        self.assertIs(policy.allows(origin, host, secure), False,
-                      f"expected {origin!r} refused (Host {host!r}, secure={secure})")
+    def assertRefused(self, policy, origin, host):
+        self.assertIs(policy.allows(origin, host), False,
+                      f"expected {origin!r} refused (Host {host!r})")
 
 
 class DefaultPolicyTests(_OriginCase):
@@ -31,21 +31,18 @@ class DefaultPolicyTests(_OriginCase):
 
     def test_missing_origin_allowed(self):
         self.assertAllowed(self.policy, None, "example.com")
-        self.assertAllowed(self.policy, None, "example.com", secure=True)
+        self.assertAllowed(self.policy, None, "example.com")
         self.assertAllowed(self.policy, None, None)
 
-    def test_secure_defaults_to_false(self):
+    def test_portless_host_takes_the_origins_default_port(self):
         self.assertIs(self.policy.allows("http://example.com", "example.com"), True)
-        self.assertIs(self.policy.allows("https://example.com", "example.com"), False)
+        self.assertIs(self.policy.allows("https://example.com", "example.com"), True)
 
     def test_same_host_explicit_ports(self):
         self.assertAllowed(self.policy, "http://example.com:8080", "example.com:8080")
-        self.assertAllowed(self.policy, "https://example.com:8443", "example.com:8443",
-                           secure=True)
-        # an explicit port on both sides does not depend on the secure flag
         self.assertAllowed(self.policy, "https://example.com:8443", "example.com:8443")
-        self.assertAllowed(self.policy, "http://example.com:8080", "example.com:8080",
-                           secure=True)
+        self.assertAllowed(self.policy, "https://example.com:8443", "example.com:8443")
+        self.assertAllowed(self.policy, "http://example.com:8080", "example.com:8080")
 
     def test_same_host_default_ports_http(self):
         self.assertAllowed(self.policy, "http://example.com", "example.com")
@@ -54,21 +51,22 @@ class DefaultPolicyTests(_OriginCase):
         self.assertAllowed(self.policy, "http://example.com:80", "example.com:80")
 
     def test_same_host_default_ports_https(self):
-        self.assertAllowed(self.policy, "https://example.com", "example.com", secure=True)
-        self.assertAllowed(self.policy, "https://example.com:443", "example.com", secure=True)
-        self.assertAllowed(self.policy, "https://example.com", "example.com:443", secure=True)
+        self.assertAllowed(self.policy, "https://example.com", "example.com")
+        self.assertAllowed(self.policy, "https://example.com:443", "example.com")
+        self.assertAllowed(self.policy, "https://example.com", "example.com:443")
         self.assertAllowed(self.policy, "https://example.com", "example.com:443")
 
     def test_ws_schemes(self):
         self.assertAllowed(self.policy, "ws://example.com", "example.com")
-        self.assertAllowed(self.policy, "wss://example.com", "example.com", secure=True)
+        self.assertAllowed(self.policy, "wss://example.com", "example.com")
 
-    def test_secure_flag_decides_host_default_port(self):
-        # Host without a port means 80 on a plain listener, 443 on a TLS listener
-        self.assertRefused(self.policy, "https://example.com", "example.com", secure=False)
-        self.assertRefused(self.policy, "http://example.com", "example.com", secure=True)
-        self.assertAllowed(self.policy, "http://example.com:443", "example.com", secure=True)
-        self.assertAllowed(self.policy, "https://example.com:80", "example.com", secure=False)
+    def test_portless_host_behind_a_tls_proxy(self):
+        # the listener is plain (the proxy ends TLS); the page is https on 443
+        self.assertAllowed(self.policy, "https://example.com", "example.com")
+        self.assertAllowed(self.policy, "http://example.com", "example.com")
+        # an Origin on another port than its scheme's default is not the Host's
+        self.assertRefused(self.policy, "http://example.com:443", "example.com")
+        self.assertRefused(self.policy, "https://example.com:80", "example.com")
 
     def test_different_host_refused(self):
         self.assertRefused(self.policy, "http://evil.org", "example.com")
@@ -76,13 +74,13 @@ class DefaultPolicyTests(_OriginCase):
         self.assertRefused(self.policy, "http://example.com", "a.example.com")
         self.assertRefused(self.policy, "http://example.com.evil.org", "example.com")
         self.assertRefused(self.policy, "http://example.co", "example.com")
-        self.assertRefused(self.policy, "https://evil.org", "example.com", secure=True)
+        self.assertRefused(self.policy, "https://evil.org", "example.com")
 
     def test_different_port_refused(self):
         self.assertRefused(self.policy, "http://example.com:8080", "example.com")
         self.assertRefused(self.policy, "http://example.com", "example.com:8080")
         self.assertRefused(self.policy, "http://example.com:8081", "example.com:8080")
-        self.assertRefused(self.policy, "https://example.com", "example.com:80", secure=True)
+        self.assertRefused(self.policy, "https://example.com", "example.com:80")
         self.assertRefused(self.policy, "http://example.com:443", "example.com")
 
     def test_null_origin_refused(self):
@@ -98,14 +96,12 @@ class DefaultPolicyTests(_OriginCase):
         self.assertAllowed(self.policy, "http://[::1]:8080", "[::1]:8080")
         self.assertAllowed(self.policy, "http://[::1]", "[::1]")
         self.assertAllowed(self.policy, "http://[::1]:80", "[::1]")
-        self.assertAllowed(self.policy, "https://[::1]", "[::1]", secure=True)
-        self.assertAllowed(self.policy, "https://[2001:db8::1]:8443", "[2001:db8::1]:8443",
-                           secure=True)
+        self.assertAllowed(self.policy, "https://[::1]", "[::1]")
+        self.assertAllowed(self.policy, "https://[2001:db8::1]:8443", "[2001:db8::1]:8443")
         self.assertAllowed(self.policy, "http://[2001:DB8::A]", "[2001:db8::a]")
         self.assertRefused(self.policy, "http://[::1]:8080", "[::1]:8081")
         self.assertRefused(self.policy, "http://[::1]:8080", "[::2]:8080")
         self.assertRefused(self.policy, "http://[::1]", "localhost")
-        self.assertRefused(self.policy, "http://[::1]", "[::1]", secure=True)
 
     def test_ipv4_hosts(self):
         self.assertAllowed(self.policy, "http://127.0.0.1:8080", "127.0.0.1:8080")
@@ -115,8 +111,7 @@ class DefaultPolicyTests(_OriginCase):
     def test_case_insensitive(self):
         self.assertAllowed(self.policy, "HTTP://EXAMPLE.COM", "example.com")
         self.assertAllowed(self.policy, "http://example.com", "EXAMPLE.COM")
-        self.assertAllowed(self.policy, "Https://Example.Com:8443", "eXample.cOm:8443",
-                           secure=True)
+        self.assertAllowed(self.policy, "Https://Example.Com:8443", "eXample.cOm:8443")
 
     def test_surrounding_whitespace_and_trailing_slash(self):
         self.assertAllowed(self.policy, " http://example.com ", " example.com ")
@@ -150,14 +145,14 @@ class DefaultPolicyTests(_OriginCase):
            st.one_of(st.none(), st.text(max_size=30)), st.booleans())
     def test_arbitrary_input_never_raises(self, origin, host, secure):
         for policy in (self.policy, OriginPolicy(["https://*.example.com", "http://x:1"])):
-            self.assertIn(policy.allows(origin, host, secure), (True, False))
+            self.assertIn(policy.allows(origin, host), (True, False))
 
 
 class PatternTests(_OriginCase):
     def test_wildcard_subdomain(self):
         policy = OriginPolicy(["https://*.example.com"])
         self.assertAllowed(policy, "https://a.example.com", "other.host")
-        self.assertAllowed(policy, "https://www.example.com", "other.host", secure=True)
+        self.assertAllowed(policy, "https://www.example.com", "other.host")
         self.assertAllowed(policy, "HTTPS://A.EXAMPLE.COM", "other.host")
 
     def test_wildcard_requires_scheme(self):
@@ -234,7 +229,7 @@ class PatternTests(_OriginCase):
         for origin in (None, "null", "http://evil.org", "https://a.example.com",
                        "garbage", "", "http://[::1"):
             self.assertAllowed(policy, origin, "example.com")
-            self.assertAllowed(policy, origin, None, secure=True)
+            self.assertAllowed(policy, origin, None)
 
     def test_star_among_other_patterns(self):
         policy = OriginPolicy(["https://*.example.com", "*"])

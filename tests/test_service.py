@@ -1253,7 +1253,8 @@ class ObserverPushTests(SynchronousTestCase):
 
 
 class ReservedPathTests(SynchronousTestCase):
-    """A handler's HTTP resource may not hide /healthz, /metrics or the WebSocket path."""
+    """A handler's HTTP resource may not hide /healthz, /metrics or the WebSocket path
+    (checked when the HTTP side is composed: makeService)."""
 
     def test_reserved_paths_refused(self) -> None:
         from zope.interface import implementer
@@ -1264,4 +1265,5 @@ class ReservedPathTests(SynchronousTestCase):
             @implementer(IResourceProvider)
             class Pages:
                 resources = {path: object()}
-            self.assertRaises(ConfigurationError, ServiceHarness, [Pages()])
+            from wsservice import makeService
+            self.assertRaises(ConfigurationError, makeService, [Pages()], [])

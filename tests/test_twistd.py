@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import sys
 import tempfile
@@ -57,6 +58,7 @@ class TwistdTests(TestCase):
 
     def setUp(self) -> None:
         self.cwd = tempfile.mkdtemp(prefix="wst")
+        self.addCleanup(shutil.rmtree, self.cwd, True)
 
     async def run_twistd(self, *args: str) -> tuple[str, str, int]:
         out, err, code = await getProcessOutputAndValue(
@@ -105,8 +107,10 @@ class TwistdTests(TestCase):
 
         tcp = await connect(f"127.0.0.1:{port.group(1)}")
         unix = await connect(f"unix:{sock}")
+        secrets = []
         for client in (tcp, unix):
-            await client.hello()
+            welcome = await client.hello()
+            secrets += [welcome["session"], welcome["token"]]
             reply = await client.call("echo", {"via": "twistd"})
             self.assertEqual(reply["result"], {"via": "twistd"})
         code, _, body = await http(f"unix:{sock}", "/healthz")
@@ -122,5 +126,7 @@ class TwistdTests(TestCase):
         self.assertFalse(os.path.exists(sock), "the unix socket file was left behind")
         output = proto.output.decode()
         self.assertNotIn("Traceback", output)
-        # session ids and tokens never reach the log
+        # sessions are logged by label; their ids and tokens never reach the log
         self.assertIn("session s1 opened", output)
+        for secret in secrets:
+            self.assertNotIn(secret, output)

@@ -11,7 +11,7 @@ from .config import Settings
 from .listener import ListenerService
 from .registry import Registry
 from .service import SessionService
-from .web import makeSite
+from .web import check_resources, makeSite
 
 DEFAULT_LISTEN = "tcp:8080:interface=127.0.0.1"
 
@@ -26,6 +26,7 @@ class WSService(MultiService):
 
     def __init__(self, sessions: SessionService, reactor: Any = None) -> None:
         super().__init__()
+        check_resources(sessions)
         self.sessions = sessions
         self.listeners: list[ListenerService] = []
         self._reactor = reactor
@@ -42,11 +43,10 @@ class WSService(MultiService):
 
     def listen(self, description: str) -> ListenerService:
         """Add a listener on a Twisted server endpoint string (tcp:, unix:, ssl:, systemd:)."""
-        secure = description.split(":", 1)[0] == "ssl"
         sessions, reactor = self.sessions, self._reactor
 
         def site() -> Any:
-            return makeSite(sessions, description, secure, reactor)
+            return makeSite(sessions, description, listener.secure, reactor)
 
         listener = ListenerService(description, site, reactor, sessions.settings.path)
         listener.setServiceParent(self)

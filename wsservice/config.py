@@ -39,9 +39,9 @@ class Settings:
         if not self.path.startswith("/") or self.path == "/":
             raise ValueError(f"path must start with '/' and name a resource, not {self.path!r}")
         for name in ("hello_timeout", "call_timeout", "heartbeat", "rate", "drain_timeout"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0")
-        if not self.resume_ttl >= 0:
+            if not 0 < getattr(self, name) < float("inf"):
+                raise ValueError(f"{name} must be a finite number > 0")
+        if not 0 <= self.resume_ttl < float("inf"):
             raise ValueError("resume_ttl must be >= 0 (0 turns resume off)")
         for name in ("max_message_size", "max_depth", "max_inflight_calls", "max_sessions",
                      "max_subscriptions", "replay_limit", "replay_bytes", "burst",

@@ -34,6 +34,7 @@ class Connection:
         self.state = AWAITING_HELLO
         self._request = request
         self._pending: list[bytes] = []
+        self._pending_bytes = 0
         self._max_depth = service.settings.max_depth
         self._hello_timer: IDelayedCall | None = None
         self._meta: dict | None = None
@@ -65,8 +66,12 @@ class Connection:
         elif self.state == AWAITING_HELLO:
             self._first_message(payload)
         elif self.state == AUTHENTICATING:
-            if len(self._pending) >= self.service.settings.max_pending_before_welcome:
-                self._refuse(errors.NOT_REGISTERED, "too many messages before welcome",
+            # held for after welcome, bounded in count and in bytes (one largest message)
+            settings = self.service.settings
+            self._pending_bytes += len(payload)
+            if len(self._pending) >= settings.max_pending_before_welcome \
+                    or self._pending_bytes > settings.max_message_size:
+                self._refuse(errors.NOT_REGISTERED, "too much sent before welcome",
                              errors.CLOSE_PROTOCOL_VIOLATION)
             else:
                 self._pending.append(payload)

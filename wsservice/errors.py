@@ -22,6 +22,12 @@ CANCELLED = "cancelled"
 TIMEOUT = "timeout"
 INTERNAL = "internal"
 
+CODES = frozenset({
+    BAD_JSON, BAD_MESSAGE, NOT_REGISTERED, ALREADY_REGISTERED, UNKNOWN_EVENT, UNKNOWN_METHOD,
+    INVALID_PARAMS, DUPLICATE_ID, TOO_MANY_CALLS, TOO_MANY_SUBSCRIPTIONS, RATE_LIMITED,
+    UNAUTHORIZED, FORBIDDEN, CANCELLED, TIMEOUT, INTERNAL,
+})
+
 # Codes that spend the session's bad-message budget (protocol.md section 4).
 BAD_INPUT_CODES = frozenset({BAD_JSON, BAD_MESSAGE, ALREADY_REGISTERED, RATE_LIMITED})
 
@@ -38,6 +44,10 @@ CLOSE_HELLO_TIMEOUT = 4408
 CLOSE_SESSION_TAKEN = 4409
 CLOSE_RATE_LIMITED = 4429
 CLOSE_SLOW_CONSUMER = 4508
+
+# What a server may put in a close frame below 3000 (RFC 6455 section 7.4.1).
+SERVER_CLOSE_CODES = frozenset({1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012,
+                                1013, 1014})
 
 
 class ApplicationError(Exception):

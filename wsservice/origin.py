@@ -69,7 +69,7 @@ class OriginPolicy:
                 number = None if port == "*" else int(port)
             self._rules.append((scheme, _host_regex(m["host"]), number))
 
-    def allows(self, origin: str | None, host: str | None, secure: bool = False) -> bool:
+    def allows(self, origin: str | None, host: str | None) -> bool:
         """True if a handshake with this Origin and Host headers may go ahead."""
         if origin is None or self.allow_all:
             return True
@@ -83,5 +83,7 @@ class OriginPolicy:
                 return True
         if host is None:
             return False
-        expected = _split(("https://" if secure else "http://") + host.strip().lower())
+        # A Host without a port takes the default port of the Origin's scheme: behind a
+        # TLS-terminating proxy the listener is plain but the page is https on 443.
+        expected = _split(scheme + "://" + host.strip().lower())
         return expected is not None and expected[1:] == (name, port)

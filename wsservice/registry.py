@@ -25,10 +25,13 @@ HANDLER_CONTRACTS: tuple[InterfaceClass, ...] = (
 
 
 def resolve(spec: str) -> Any:
-    """Import ``package.module:attribute`` (``attribute`` may be dotted) and return it."""
+    """Import ``package.module:attribute`` (``attribute`` may be dotted) and return it;
+    a bare ``package.module`` means its ``handler`` attribute."""
     module_name, sep, attribute = spec.partition(":")
-    if not sep or not module_name or not attribute:
-        raise ConfigurationError(f"{spec!r}: expected 'package.module:attribute'")
+    if not sep:
+        attribute = "handler"
+    if not module_name or not attribute:
+        raise ConfigurationError(f"{spec!r}: expected 'package.module[:attribute]'")
     try:
         obj: Any = importlib.import_module(module_name)
     except ImportError as e:

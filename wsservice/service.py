@@ -25,7 +25,7 @@ from ._version import __version__
 from .auth import AnonymousAuthenticator, AuthRequest
 from .config import Settings
 from .connection import Connection
-from .errors import ApplicationError, ConfigurationError
+from .errors import ApplicationError
 from .interfaces import IAuthenticator
 from .metrics import Metrics
 from .registry import Registry, verify
@@ -51,12 +51,6 @@ class SessionService(Service):
         self.settings = settings or Settings()
         self.clock: IReactorTime = clock  # type: ignore[assignment]
         self.registry = handlers if isinstance(handlers, Registry) else Registry(handlers)
-        reserved = {"healthz", "metrics", self.settings.path.strip("/").split("/")[0]}
-        for path in self.registry.resources:
-            top = path.strip("/").split("/")[0]
-            if top in reserved:
-                raise ConfigurationError(
-                    f"a handler's HTTP resource {path!r} would hide the service's own /{top}")
         self.authenticator = authenticator or AnonymousAuthenticator()
         verify(self.authenticator, (IAuthenticator,), f"authenticator {self.authenticator!r}")
         self.sessions: dict[str, Session] = {}
@@ -167,8 +161,11 @@ class SessionService(Service):
                           secrets.token_urlsafe(_TOKEN_BYTES), label, principal, meta or {}, link)
         self.sessions[session.id] = session
         self.metrics.sessions_opened += 1
-        self._log.info("session {session} opened for {principal!r} ({count} open)",
-                       session=label, principal=principal, count=len(self.sessions))
+        # the principal may carry claims or credentials: only its type at INFO
+        self._log.info("session {session} opened for a {kind} ({count} open)",
+                       session=label, kind=type(principal).__name__, count=len(self.sessions))
+        self._log.debug("session {session} principal: {principal!r}", session=label,
+                        principal=principal)
         # welcome first: an observer may push or call at once, and the client must see
         # its welcome before anything else
         self.welcome(session)
@@ -308,13 +305,8 @@ class SessionService(Service):
             return
         try:
             result = handler(session, msg.data)
-        except ApplicationError as e:
-            session.error(e.code, e.message, e.data)
-            return
         except Exception:
-            self._log.failure("{session}: event {event!r} failed", session=session.label,
-                              event=msg.event)
-            session.error(errors.INTERNAL, "internal error")
+            session.fail(None, Failure(), f"event {msg.event!r}")
             return
         if result is not None:
             if iscoroutine(result):
@@ -353,8 +345,10 @@ class SessionService(Service):
             session.reply(call_id, result)
             self.metrics.observe_call(self.clock.seconds() - started)
             return
-        inflight[call_id] = result
-        result.addTimeout(self.settings.call_timeout, self.clock)
+        if not result.called:
+            # only a call still running needs a slot and a timer
+            inflight[call_id] = result
+            result.addTimeout(self.settings.call_timeout, self.clock)
 
         def done(value: Any) -> None:
             if inflight.get(call_id) is result:

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -35,6 +36,8 @@ class Link(Protocol):
 class Session:
     """One client session: identity, seq and replay buffer, calls in flight both ways,
     subscriptions, rate-limit bucket, and the attached link (None while resumable)."""
+
+    _log = Logger()
 
     def __init__(self, service: SessionService, id: str, token: str, label: str,
                  principal: Any, meta: dict, link: Link | None) -> None:
@@ -113,6 +116,8 @@ class Session:
 
     def close(self, code: int = errors.CLOSE_NORMAL, reason: str = "") -> None:
         """End the session for good and close its connection with ``code`` and ``reason``."""
+        if not (code in errors.SERVER_CLOSE_CODES or 3000 <= code <= 4999):
+            raise ValueError(f"{code} is not a close code a server may send")
         self._service.end(self, "closed", code, reason)
 
     # -- used by the service --------------------------------------------------------------------
@@ -157,9 +162,9 @@ class Session:
 
     def send(self, frame: bytes, kind: str) -> None:
         """Send an un-numbered message (reply, error, pong, welcome) if attached."""
-        self._out[kind] += 1
         link = self.link
         if link is not None:
+            self._out[kind] += 1
             link.sendText(frame)
 
     def reply(self, call_id: wire.CallId, result: Any) -> None:
@@ -167,7 +172,7 @@ class Session:
         try:
             frame = wire.encode_result(call_id, result)
         except TypeError as e:
-            self._service._log.error(
+            self._log.error(
                 "{session}: result of call {id!r} is not JSON-serializable: {err}",
                 session=self.label, id=call_id, err=e)
             self.error(errors.INTERNAL, "internal error", None, call_id)
@@ -177,7 +182,9 @@ class Session:
     def error(self, code: str, message: str, data: Any = None,
               call_id: wire.CallId | None = None) -> None:
         """Send an ``error`` (answering request ``call_id`` when given)."""
-        self._service.metrics.errors[code] += 1
+        # Codes are metric labels: an application's own codes (which may come from a client,
+        # relayed by a handler) share one label so clients cannot grow the label set.
+        self._service.metrics.errors[code if code in errors.CODES else "application"] += 1
         try:
             frame = wire.encode_error(code, message, data, call_id)
         except TypeError:
@@ -190,7 +197,7 @@ class Session:
         if isinstance(exc, ApplicationError):
             self.error(exc.code, exc.message, exc.data, call_id)
         else:
-            self._service._log.failure("{session}: {what} failed", failure,
+            self._log.failure("{session}: {what} failed", failure,
                                        session=self.label, what=what)
             self.error(errors.INTERNAL, "internal error", None, call_id)
 

@@ -20,7 +20,7 @@ _DEFAULTS = Settings()
 def _positive(kind: Callable[[str], Any]) -> Callable[[str], Any]:
     def coerce(text: str) -> Any:
         value = kind(text)
-        if not value > 0:
+        if not 0 < value < float("inf"):
             raise ValueError(f"must be greater than 0, got {text}")
         return value
     coerce.coerceDoc = f"A {'number' if kind is float else 'whole number'} > 0."  # type: ignore

@@ -11,6 +11,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
 from ._version import __version__
+from .errors import ConfigurationError
 from .websocket import WebSocketFactory
 
 if TYPE_CHECKING:
@@ -62,6 +63,16 @@ def _place(root: Resource, path: str, resource: Any) -> None:
             node.putChild(segment, child)
         node = child
     node.putChild(segments[-1], resource)
+
+
+def check_resources(service: SessionService) -> None:
+    """Refuse handler HTTP resources that would hide /healthz, /metrics or the WebSocket."""
+    reserved = {"healthz", "metrics", service.settings.path.strip("/").split("/")[0]}
+    for path in service.registry.resources:
+        top = path.strip("/").split("/")[0]
+        if top in reserved:
+            raise ConfigurationError(
+                f"a handler's HTTP resource {path!r} would hide the service's own /{top}")
 
 
 def makeSite(service: SessionService, listener: str = "", secure: bool = False,

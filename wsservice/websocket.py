@@ -76,8 +76,7 @@ class WebSocketProtocol(WebSocketServerProtocol):
         if protocols and SUBPROTOCOL not in protocols:
             raise ConnectionDeny(400, f"subprotocol {SUBPROTOCOL} is required")
         headers = request.headers
-        if not factory.origins.allows(headers.get("origin"), headers.get("host"),
-                                      factory.isSecure):
+        if not factory.origins.allows(headers.get("origin"), headers.get("host")):
             raise ConnectionDeny(403, "origin not allowed")
         self._request = request
         return SUBPROTOCOL if protocols else None

@@ -228,8 +228,10 @@ def _result(obj: dict) -> Result:
 def _error(obj: dict) -> Error:
     call_id = _id(obj)
     err = obj.get("error")
-    if type(err) is not dict or type(err.get("code")) is not str or type(err.get("message")) is not str:
-        raise _bad("'error' must be an object with string 'code' and 'message'")
+    if type(err) is not dict or type(err.get("code")) is not str \
+            or type(err.get("message")) is not str or len(err["code"]) > MAX_NAME_LENGTH:
+        raise _bad("'error' must be an object with string 'code' (at most "
+                   f"{MAX_NAME_LENGTH} characters) and string 'message'")
     return Error(call_id, err["code"], err["message"], err.get("data"))
 
 
@@ -274,26 +276,23 @@ PARSERS: dict[str, Callable[[dict], Message]] = {
 }
 
 
-def depth(value: Any) -> int:
-    """How deeply ``value`` nests objects and arrays (a bare object is 1, a scalar 0)."""
+def depth(value: Any, limit: int | None = None) -> int:
+    """How deeply ``value`` nests objects and arrays (a bare object is 1, a scalar 0).
+
+    With ``limit``, stops as soon as the depth is known to pass it (returns limit + 1).
+    """
+    level: list[Any] = [value] if type(value) in (dict, list) else []
     deepest = 0
-    stack = [(value, 1)]
-    pop, push = stack.pop, stack.append
-    while stack:
-        item, level = pop()
-        t = type(item)
-        if t is dict:
-            children = item.values()
-        elif t is list:
-            children = item
-        else:
-            continue
-        if level > deepest:
-            deepest = level
-        for child in children:
-            ct = type(child)
-            if ct is dict or ct is list:
-                push((child, level + 1))
+    while level:
+        deepest += 1
+        if limit is not None and deepest > limit:
+            return deepest
+        below: list[Any] = []
+        extend = below.extend
+        for item in level:
+            children = item.values() if type(item) is dict else item
+            extend([c for c in children if type(c) is dict or type(c) is list])
+        level = below
     return deepest
 
 
@@ -306,7 +305,7 @@ def decode(payload: bytes, max_depth: int = 32) -> Message:
     if type(obj) is not dict:
         raise WireError(errors.BAD_JSON, "a message must be a JSON object")
     # Cheap bound first: fewer brackets than the limit cannot nest past it.
-    if payload.count(b"{") + payload.count(b"[") > max_depth and depth(obj) > max_depth:
+    if payload.count(b"{") + payload.count(b"[") > max_depth and depth(obj, max_depth) > max_depth:
         raise WireError(errors.BAD_JSON, f"nested deeper than {max_depth}")
     kind = obj.get("type")
     parse = PARSERS.get(kind) if type(kind) is str else None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import orjson
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import deferLater
 from twisted.web.static import File
@@ -16,6 +17,8 @@ from ..interfaces import IResourceProvider, ISession
 
 MAX_SLEEP = 60
 MAX_PUSH = 100_000
+# One small request must not make the server encode and queue gigabytes.
+MAX_PUSH_BYTES = 16 * 1024 * 1024
 STATIC = os.path.join(os.path.dirname(__file__), "static")
 
 
@@ -45,6 +48,11 @@ class DemoApp(Handler):
     def echo_event(self, session: ISession, data: Any) -> None:
         """Push event ``echo`` back with the same data."""
         session.push("echo", data)
+
+    @event("fail")
+    def fail_event(self, session: ISession, data: Any) -> None:
+        """Fail unexpectedly (the client sees ``internal``, without ``id``)."""
+        raise RuntimeError("the demo's fail event failed, as asked")
 
     @call("echo")
     def echo(self, session: ISession, params: Any) -> Any:
@@ -77,12 +85,16 @@ class DemoApp(Handler):
 
     @call("ask")
     def ask(self, session: ISession, params: Any) -> Any:
-        """Call ``method`` with ``params`` on the client and answer with what it answers."""
+        """Call ``method`` with ``params`` on the client (waiting at most ``timeout`` seconds,
+        default the service's call_timeout) and answer with what it answers."""
         params = _object(params, "ask")
-        method = params.get("method")
+        method, timeout = params.get("method"), params.get("timeout")
         if not isinstance(method, str) or not method:
             raise InvalidParams("'method' must be a non-empty string")
-        return session.call(method, params.get("params"))
+        if timeout is not None and (type(timeout) not in (int, float)
+                                    or not 0 < timeout <= MAX_SLEEP):
+            raise InvalidParams(f"'timeout' must be a number from 0 to {MAX_SLEEP}")
+        return session.call(method, params.get("params"), timeout)
 
     @call("push")
     def push(self, session: ISession, params: Any) -> Any:
@@ -94,6 +106,12 @@ class DemoApp(Handler):
         if not isinstance(name, str) or not name:
             raise InvalidParams("'event' must be a non-empty string")
         data = params.get("data")
+        size = len(orjson.dumps(data)) + len(name) + 48
+        if count * size > MAX_PUSH_BYTES:
+            raise InvalidParams(f"count x message size must stay under {MAX_PUSH_BYTES} bytes")
         for _ in range(count):
             session.push(name, data)
         return count
+
+
+handler = DemoApp  # what ``--handler wsservice.demo`` loads
