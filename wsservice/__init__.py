@@ -27,11 +27,12 @@ from .interfaces import (
 from .listener import ListenerService
 from .service import SessionService
 from .session import Session
+from .tokens import HMACAuthenticator
 
 __all__ = [
     "__version__",
     "ANONYMOUS", "AnonymousAuthenticator", "ApplicationError", "AuthRequest",
-    "ConfigurationError", "Forbidden", "Handler", "IAuthRequest", "IAuthenticator",
+    "ConfigurationError", "Forbidden", "HMACAuthenticator", "Handler", "IAuthRequest", "IAuthenticator",
     "ICallHandler", "IEventHandler", "IResourceProvider", "ISession", "ISessionObserver", "ITopicAuthorizer",
     "InvalidParams", "ListenerService", "RemoteError", "Session", "SessionClosed",
     "SessionService", "Settings", "Unauthorized", "WSService", "call", "event", "makeService",

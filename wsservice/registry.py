@@ -68,7 +68,11 @@ def load(spec: str) -> Any:
 
 
 def load_authenticator(spec: str) -> Any:
-    """Load an IAuthenticator by ``package.module:attribute`` and verify it."""
+    """Load an IAuthenticator: ``hmac:SECRET_FILE`` (the built-in signed tokens) or
+    ``package.module:attribute``; verify it."""
+    if spec.startswith("hmac:"):
+        from .tokens import HMACAuthenticator
+        return HMACAuthenticator.fromFile(spec[len("hmac:"):])
     obj = _instantiate(resolve(spec), spec, (IAuthenticator,))
     verify(obj, (IAuthenticator,), spec)
     return obj

@@ -27,6 +27,16 @@ def _positive(kind: Callable[[str], Any]) -> Callable[[str], Any]:
     return coerce
 
 
+def _non_negative(kind: Callable[[str], Any]) -> Callable[[str], Any]:
+    def coerce(text: str) -> Any:
+        value = kind(text)
+        if not 0 <= value < float("inf"):
+            raise ValueError(f"must be 0 or more, got {text}")
+        return value
+    coerce.coerceDoc = "A number >= 0."  # type: ignore[attr-defined]
+    return coerce
+
+
 def _non_negative_int(text: str) -> int:
     value = int(text)
     if value < 0:
@@ -47,8 +57,9 @@ class Options(usage.Options):
     optParameters = [
         ["path", None, _DEFAULTS.path, "HTTP path of the WebSocket endpoint."],
         ["auth", None, None,
-         "Authenticator as package.module:attribute providing IAuthenticator "
-         "(default: everyone is anonymous)."],
+         "Authenticator: hmac:SECRET_FILE (HMAC-signed tokens with expiry, see "
+         "python -m wsservice.tokens) or package.module:attribute providing "
+         "IAuthenticator (default: everyone is anonymous)."],
         ["hello-timeout", None, _DEFAULTS.hello_timeout,
          "Seconds a client has to send hello after the handshake (else close 4408).",
          _positive(float)],
@@ -65,6 +76,27 @@ class Options(usage.Options):
          _non_negative_int],
         ["max-sessions", None, _DEFAULTS.max_sessions,
          "Sessions at once; past it new connections are closed 1013.", _positive(int)],
+        ["max-subscriptions", None, _DEFAULTS.max_subscriptions,
+         "Topics one session may subscribe to.", _positive(int)],
+        ["resume-ttl", None, _DEFAULTS.resume_ttl,
+         "Seconds a session whose connection was lost stays resumable (0: resume off).",
+         _non_negative(float)],
+        ["replay-limit", None, _DEFAULTS.replay_limit,
+         "Pushed messages kept per session for replay on resume.", _positive(int)],
+        ["replay-bytes", None, _DEFAULTS.replay_bytes,
+         "Bytes of pushed messages kept per session for replay on resume.", _positive(int)],
+        ["rate", None, _DEFAULTS.rate,
+         "Messages per second a session may send (token bucket refill).", _positive(float)],
+        ["burst", None, _DEFAULTS.burst,
+         "Messages a session may send at once (token bucket size).", _positive(int)],
+        ["heartbeat", None, _DEFAULTS.heartbeat,
+         "Seconds between WebSocket pings; no pong within as long again drops the "
+         "connection (the session stays resumable).", _positive(float)],
+        ["max-send-queue", None, _DEFAULTS.max_send_queue,
+         "Bytes that may wait to be written to one connection; past it close 4508.",
+         _positive(int)],
+        ["drain-timeout", None, _DEFAULTS.drain_timeout,
+         "Seconds a graceful shutdown waits for connections to close.", _positive(float)],
     ]
 
     def __init__(self) -> None:
@@ -115,6 +147,15 @@ class Options(usage.Options):
                 call_timeout=self["call-timeout"],
                 max_bad_messages=self["max-bad-messages"],
                 max_sessions=self["max-sessions"],
+                max_subscriptions=self["max-subscriptions"],
+                resume_ttl=self["resume-ttl"],
+                replay_limit=self["replay-limit"],
+                replay_bytes=self["replay-bytes"],
+                rate=self["rate"],
+                burst=self["burst"],
+                heartbeat=self["heartbeat"],
+                max_send_queue=self["max-send-queue"],
+                drain_timeout=self["drain-timeout"],
             )
         except ValueError as e:
             raise usage.UsageError(str(e)) from e
