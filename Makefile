@@ -5,11 +5,12 @@ BIN    := $(VENV)/bin
 SOURCES := $(shell find wsservice twisted -name '*.py' -o -name '*.html' -o -name '*.js') setup.cfg pyproject.toml
 ARGS   ?=
 
-.PHONY: run test install clean help
+.PHONY: run test install conformance clean help
 
 help:
 	@echo "make run   - set up .venv and run 'twistd -n wsservice' with the demo app"
 	@echo "make test  - set up .venv with test extras and run the trial suite"
+	@echo "make conformance - Autobahn Testsuite (kosoku) against twistd wsservice, TCP and unix"
 
 $(BIN)/python:
 	@echo "==> creating virtualenv $(VENV) with $(PYTHON)"
@@ -34,6 +35,18 @@ run: install
 test: install
 	@echo "==> running the trial suite (tests/) against the installed package"
 	$(BIN)/python tests/run.py
+
+$(BIN)/kosoku: $(BIN)/python
+	@echo "==> installing kosoku (the Autobahn Testsuite cases, Python 3) into $(VENV)"
+	$(BIN)/pip install --quiet kosoku
+	@touch $@
+
+# CASES / UNIX_CASES narrow the run, e.g. make conformance CASES='1.* 2.*'
+CASES ?= *
+UNIX_CASES ?= *
+conformance: install $(BIN)/kosoku
+	@echo "==> Autobahn Testsuite: cases '$(CASES)' over TCP, '$(UNIX_CASES)' through the unix listener"
+	$(BIN)/python conformance/run.py $(foreach c,$(CASES),--cases '$(c)') $(foreach c,$(UNIX_CASES),--unix-cases '$(c)')
 
 clean:
 	rm -rf $(VENV) build *.egg-info _trial_temp*

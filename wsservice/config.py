@@ -32,6 +32,8 @@ class Settings:
     burst: int = 400
     max_send_queue: int = 4 * MiB
     drain_timeout: float = 10.0
+    # Serve /echo (text and binary echo, same WebSocket stack) for the Autobahn Testsuite.
+    conformance_echo: bool = False
     # Messages held while an asynchronous authenticator decides on a hello.
     max_pending_before_welcome: int = 64
 

@@ -99,6 +99,12 @@ class Options(usage.Options):
          "Seconds a graceful shutdown waits for connections to close.", _positive(float)],
     ]
 
+    optFlags = [
+        ["conformance-echo", None,
+         "Also serve /echo, echoing text and binary messages on the same WebSocket stack, "
+         "for the Autobahn Testsuite. For conformance runs only."],
+    ]
+
     def __init__(self) -> None:
         super().__init__()
         self["listen"] = []
@@ -156,6 +162,7 @@ class Options(usage.Options):
                 heartbeat=self["heartbeat"],
                 max_send_queue=self["max-send-queue"],
                 drain_timeout=self["drain-timeout"],
+                conformance_echo=bool(self["conformance-echo"]),
             )
         except ValueError as e:
             raise usage.UsageError(str(e)) from e

@@ -12,7 +12,7 @@ from twisted.web.server import Request, Site
 
 from ._version import __version__
 from .errors import ConfigurationError
-from .websocket import WebSocketFactory
+from .websocket import EchoFactory, WebSocketFactory
 
 if TYPE_CHECKING:
     from .service import SessionService
@@ -85,6 +85,8 @@ def makeSite(service: SessionService, listener: str = "", secure: bool = False,
     _place(root, "metrics", MetricsResource(service))
     factory = WebSocketFactory(service, listener, secure, reactor)
     _place(root, service.settings.path, WebSocketResource(factory))
+    if service.settings.conformance_echo:
+        _place(root, "echo", WebSocketResource(EchoFactory(service, listener, secure, reactor)))
     site = Site(root, reactor=reactor) if reactor is not None else Site(root)
     site.displayTracebacks = False
     # Access logs per request would be noise for a WebSocket server; errors are still logged.

@@ -218,3 +218,23 @@ class WebSocketFactory(WebSocketServerFactory):
             autoPingInterval=settings.heartbeat,
             autoPingTimeout=settings.heartbeat,
         )
+
+
+class EchoProtocol(WebSocketProtocol):
+    """Echoes every message, text or binary: the Autobahn Testsuite's peer (/echo)."""
+
+    def onOpen(self) -> None:
+        """No session: messages are echoed as they come."""
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        """Echo."""
+        self.sendMessage(payload, isBinary)
+
+    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+        """Nothing to forget."""
+
+
+class EchoFactory(WebSocketFactory):
+    """The production factory's options and compression, echoing (``--conformance-echo``)."""
+
+    protocol = EchoProtocol

@@ -18,7 +18,7 @@ from ..interfaces import IResourceProvider, ISession
 MAX_SLEEP = 60
 MAX_PUSH = 100_000
 # One small request must not make the server encode and queue gigabytes.
-MAX_PUSH_BYTES = 16 * 1024 * 1024
+MAX_PUSH_BYTES = 2 * 1024 * 1024  # well under the default max_send_queue (4 MiB)
 STATIC = os.path.join(os.path.dirname(__file__), "static")
 
 
