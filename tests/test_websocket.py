@@ -620,3 +620,49 @@ class OriginPatternTests(_AdapterTest):
     async def test_pattern_other_scheme(self) -> None:
         reason = await self.refused({**V1, "origin": "http://app.example.org"})
         self.assertIn("upgrade failed [403]", reason)
+
+
+class HeartbeatTests(_AdapterTest):
+    """WebSocket pings every heartbeat on the service's clock; a silent peer is dropped."""
+
+    settings = Settings(heartbeat=5.0)
+
+    async def pumped(self) -> None:
+        """Let the memory pumps (driven by the real reactor) move what is pending."""
+        from twisted.internet import reactor
+        from twisted.internet.task import deferLater
+        await deferLater(reactor, 0.25, lambda: None)
+
+    async def test_answering_peer_stays(self) -> None:
+        client = await self.connect()
+        await self.hello(client)
+        pongs: list[bytes] = []
+        client.onPong = pongs.append  # type: ignore[method-assign]
+        pings: list[bytes] = []
+        original = client.onPing
+
+        def onPing(payload: bytes) -> None:
+            pings.append(payload)
+            original(payload)
+        client.onPing = onPing  # type: ignore[method-assign]
+        for _ in range(3):
+            self.clock.advance(5.0)
+            await self.pumped()
+        self.assertEqual(len(pings), 3)
+        self.assertIsNotNone(self.servers[0]._connection)
+        client.send({"type": "call", "id": 1, "method": "echo", "params": 1})
+        self.assertEqual((await client.receive())["result"], 1)
+
+    async def test_silent_peer_dropped_session_resumable(self) -> None:
+        client = await self.connect()
+        welcome = await self.hello(client)
+        client.sendPong = lambda payload=None: None  # type: ignore[method-assign]
+        self.clock.advance(5.0)  # the server pings
+        await self.pumped()
+        self.assertFalse(self.server_closed[0].called)
+        self.clock.advance(4.9)  # not yet
+        await self.pumped()
+        self.assertFalse(self.server_closed[0].called)
+        self.clock.advance(0.2)  # no pong within the heartbeat: dropped
+        await self.server_closed[0]
+        self.assertDetached(welcome)
