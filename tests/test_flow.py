@@ -15,7 +15,7 @@ from twisted.trial.unittest import TestCase
 from wsservice import Settings, makeService
 from wsservice.demo import DemoApp
 
-from .wsclient import Client, connect, handshake_headers, http
+from .wsclient import Client, connect, handshake_headers, http, socket_path
 
 
 def sleep(seconds: float) -> Deferred:
@@ -23,17 +23,21 @@ def sleep(seconds: float) -> Deferred:
 
 
 class _Server:
-    """A real service on a loopback TCP port, stopped and forgotten on cleanup."""
+    """A real service on a loopback TCP port (or, with ``unix``, a unix socket), stopped and
+    forgotten on cleanup."""
 
-    listen = "tcp:0:interface=127.0.0.1"
+    unix = False
 
     async def start(self, settings: Settings, listen: str | None = None) -> str:
         self.clients: list[Client] = []
-        self.service = makeService([DemoApp()], [listen or self.listen], settings)
+        path = socket_path(self) if self.unix else None
+        if listen is None:
+            listen = f"unix:{path}" if path else "tcp:0:interface=127.0.0.1"
+        self.service = makeService([DemoApp()], [listen], settings)
         self.service.startService()
         self.addCleanup(lambda: Deferred.fromCoroutine(self._stop()))
         port = await self.service.listeners[0].whenListening
-        self.address = f"127.0.0.1:{port.getHost().port}"
+        self.address = f"unix:{path}" if path else f"127.0.0.1:{port.getHost().port}"
         return self.address
 
     async def _stop(self) -> None:
@@ -210,3 +214,11 @@ class TLSTests(_Server, TestCase):
         self.assertEqual((await c.call("echo", "over tls"))["result"], "over tls")
         # the origin policy knows the listener is secure: https on the Host's port is same-origin
         self.assertTrue(self.service.listeners[0].secure)
+
+
+# The same tests through a unix socket listener.
+for _tcp in (SlowConsumerTests, HeartbeatTests, RateLimitTests, MaxSessionsTests, DrainTests):
+    _name = "UNIX" + _tcp.__name__
+    globals()[_name] = type(_name, (_tcp,), {"unix": True, "__doc__": _tcp.__doc__ +
+                                                 " (unix socket)"})
+del _tcp, _name

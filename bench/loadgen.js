@@ -1,0 +1,575 @@
+#!/usr/bin/env node
+// Load generator of the wsservice benchmark: one Node process, the `ws` package.
+//
+//   node loadgen.js '<JSON config>'
+//
+// bench/run.py starts one of these per measurement, pinned to another core than the server,
+// and reads the one JSON line it prints on stdout (progress and error examples go to stderr).
+// The config names the workload, the server's URL, its PID (the server's own CPU time and RSS
+// are read from /proc/PID/stat and /proc/PID/status at the edges of the measured window) and
+// which server it is ("wsservice" or "baseline": they differ only in what welcome and topic
+// messages look like).
+//
+// Every reply is checked: calls by id (known, in flight, answered once) and result (equal to
+// the params sent, exactly the members type/id/result); event echoes by data (equal, in order)
+// and seq (previous + 1 per connection); topic messages by publication number (previous + 1 per
+// subscriber), data, and for wsservice seq (previous + 1); welcomes by their members; closes by
+// their code. Anything else counts as an error, with the first few printed.
+//
+// Workloads:
+//   call     C connections, W calls in flight on each, `call echo` with ~100 B params
+//   event    C connections, W `event echo` in flight on each, answered by a push with seq
+//   fanout   S subscribers of topic "bench" and one publisher (not subscribed) keeping P
+//            publications in flight (one completes when every subscriber has it)
+//   connect  K loops of: TCP connect, WebSocket handshake, hello, welcome, close 1000
+//   idle     connect B sessions, read RSS, connect N more, let them settle, read RSS again
+//
+// Each run: connect, warm up, then a window bounded by `duration` seconds and `max_count`
+// messages; the server's CPU time is read at both edges of the window; then in-flight work is
+// drained (and checked) within `drain_timeout` seconds. A watchdog bounds the whole process.
+'use strict';
+
+const fs = require('fs');
+const WebSocket = require('ws');
+
+const cfg = JSON.parse(process.argv[2] || '{}');
+const KIND = cfg.server_kind || 'wsservice';
+const URL_ = cfg.url;
+const PID = cfg.pid;
+const HZ = cfg.clk_tck || 100;
+const WS_OPTS = {
+  perMessageDeflate: false,   // neither server is asked to compress
+  skipUTF8Validation: true,   // every payload is parsed and compared anyway
+  handshakeTimeout: 10000,
+  maxPayload: 16 * 1024 * 1024,
+  // An all-zero masking key: ws then skips the XOR on our side. Frames are still masked
+  // frames (RFC 6455 requires it of clients) and each server unmasks them as usual.
+  generateMask: () => {},
+};
+const now = () => performance.now(); // ms, sub-µs resolution
+
+// -- errors -----------------------------------------------------------------------------------
+
+let errors = 0;
+const examples = [];
+function error(kind, detail) {
+  errors += 1;
+  if (examples.length < 12) {
+    const text = `${kind}: ${detail}`.slice(0, 300);
+    examples.push(text);
+    process.stderr.write(`loadgen error ${text}\n`);
+  }
+}
+
+// -- the server process, from /proc ------------------------------------------------------------
+
+function serverCpu() {
+  try {
+    const stat = fs.readFileSync(`/proc/${PID}/stat`, 'latin1');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(fields[11]) + Number(fields[12])) / HZ; // utime + stime, all threads
+  } catch (e) {
+    error('proc_stat', String(e));
+    return NaN;
+  }
+}
+
+function serverRssKiB() {
+  try {
+    const m = /VmRSS:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${PID}/status`, 'latin1'));
+    return m ? Number(m[1]) : NaN;
+  } catch (e) {
+    error('proc_status', String(e));
+    return NaN;
+  }
+}
+
+function ownCpu() {
+  const u = process.cpuUsage();
+  return (u.user + u.system) / 1e6;
+}
+
+// -- helpers -----------------------------------------------------------------------------------
+
+const sleep = (s) => new Promise((r) => setTimeout(r, s * 1000));
+
+function percentile(sorted, q) {
+  if (!sorted.length) return null;
+  return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))];
+}
+
+class Latencies {
+  constructor(cap) { this.a = new Float64Array(cap); this.n = 0; }
+  add(ms) { if (this.n < this.a.length) this.a[this.n++] = ms; }
+  summary() {
+    const s = this.a.slice(0, this.n).sort();
+    return { p50_ms: percentile(s, 0.5), p99_ms: percentile(s, 0.99),
+             max_ms: s.length ? s[s.length - 1] : null, samples: this.n };
+  }
+}
+
+const WELCOME_KEYS = 'heartbeat,resumed,server,session,token,type';
+function checkWelcome(msg) {
+  if (!msg || msg.type !== 'welcome') return `not a welcome: ${JSON.stringify(msg)}`;
+  if (KIND === 'wsservice') {
+    if (Object.keys(msg).sort().join(',') !== WELCOME_KEYS
+        || typeof msg.session !== 'string' || msg.session.length < 16
+        || typeof msg.token !== 'string' || msg.token.length < 16 || msg.resumed !== false) {
+      return `bad welcome: ${JSON.stringify(msg)}`;
+    }
+  }
+  return null;
+}
+
+// Open one WebSocket, say hello, resolve with it once the welcome came (checked), or null.
+function openSession(onMessage) {
+  return new Promise((resolve) => {
+    let ws;
+    let settled = false;
+    const done = (value) => { if (!settled) { settled = true; resolve(value); } };
+    try {
+      ws = new WebSocket(URL_, WS_OPTS);
+    } catch (e) {
+      error('connect', String(e));
+      done(null);
+      return;
+    }
+    ws.on('open', () => ws.send('{"type":"hello"}'));
+    ws.on('error', (e) => { error('socket', String(e)); done(null); });
+    ws.on('unexpected-response', (req, res) => {
+      error('handshake', `HTTP ${res.statusCode}`);
+      req.destroy();
+      done(null);
+    });
+    ws.once('message', (data) => {
+      let msg;
+      try { msg = JSON.parse(data); } catch (e) { msg = null; }
+      const bad = checkWelcome(msg);
+      if (bad) { error('welcome', bad); ws.terminate(); done(null); return; }
+      if (onMessage) ws.on('message', onMessage);
+      done(ws);
+    });
+    ws.on('close', (code) => {
+      if (!settled) { error('close_before_welcome', `code ${code}`); done(null); }
+      else if (!ws._benchClosing) error('unexpected_close', `code ${code}`);
+    });
+  });
+}
+
+async function openMany(n, concurrency, makeHandler) {
+  const out = new Array(n);
+  let next = 0;
+  async function worker() {
+    while (next < n) {
+      const i = next++;
+      out[i] = await openSession(makeHandler ? makeHandler(i) : null);
+    }
+  }
+  await Promise.all(Array.from({ length: Math.min(concurrency, n) }, worker));
+  return out;
+}
+
+function closeAll(sockets) {
+  for (const ws of sockets) {
+    if (ws) { ws._benchClosing = true; ws.terminate(); }
+  }
+}
+
+// The measured window: server CPU and our own CPU at both edges, and the count in between.
+class Window {
+  constructor() { this.open = false; this.count = 0; this.closed = false; }
+  start() {
+    this.open = true; this.count = 0;
+    this.t0 = now(); this.cpu0 = serverCpu(); this.own0 = ownCpu();
+  }
+  stop() {
+    if (!this.open) return;
+    this.t1 = now(); this.cpu1 = serverCpu(); this.own1 = ownCpu();
+    this.open = false; this.closed = true;
+    if (this.onStop) this.onStop();
+  }
+  result(unit) {
+    const wall = (this.t1 - this.t0) / 1000;
+    const cpu = this.cpu1 - this.cpu0;
+    return {
+      unit, count: this.count, wall_s: wall, server_cpu_s: cpu,
+      per_s: this.count / wall,
+      server_us_per: this.count ? (cpu * 1e6) / this.count : null,
+      server_cpu_pct: (100 * cpu) / wall,
+      client_cpu_pct: (100 * (this.own1 - this.own0)) / wall,
+    };
+  }
+}
+
+// Run the window: warm up, open it, close it after `duration` s (or when `max_count` is hit).
+async function measure(win) {
+  await sleep(cfg.warmup);
+  win.start();
+  await new Promise((resolve) => {
+    const timer = setTimeout(() => win.stop(), cfg.duration * 1000);
+    win.onStop = () => { clearTimeout(timer); resolve(); };
+  });
+}
+
+// Wait until `cond()` holds or `timeout` s pass; false on timeout.
+async function until(cond, timeout) {
+  const end = now() + timeout * 1000;
+  while (!cond()) {
+    if (now() > end) return false;
+    await sleep(0.01);
+  }
+  return true;
+}
+
+// ~100 B of params/data whose JSON text is a function of n (so a reply can be checked exactly)
+const PAD = 'abcdefghijklmnopqrstuvwxyz0123';
+const body = (n) => `{"n":${n},"user":"bench","tags":["a","b"],"ok":true,"x":1.5,"pad":"${PAD}"}`;
+
+// -- workloads --------------------------------------------------------------------------------
+
+async function callWorkload() {
+  const C = cfg.connections, W = cfg.window;
+  const win = new Window();
+  const lat = new Latencies(Math.min(cfg.max_count + C * W, 4000000));
+  let sending = true;
+  let inflightTotal = 0;
+  const conns = [];
+
+  function makeHandler(i) {
+    return (data) => {
+      const c = conns[i];
+      const text = data.toString();
+      // Fast path: the reply to the oldest call in flight, byte for byte as both servers
+      // write it (orjson, members in this order). Anything else is parsed and checked.
+      while (c.oldest <= c.next && !c.inflight.has(c.oldest)) c.oldest += 1;
+      let id = c.oldest;
+      if (text !== `{"type":"result","id":${id},"result":${body(id)}}`) {
+        let msg;
+        try { msg = JSON.parse(text); } catch (e) { error('bad_json', text.slice(0, 100)); return; }
+        id = msg.id;
+        if (msg.type !== 'result' || !c.inflight.has(id)) {
+          error('unexpected_reply', text.slice(0, 200));
+          return;
+        }
+        if (Object.keys(msg).length !== 3 || JSON.stringify(msg.result) !== body(id)) {
+          error('wrong_result', text.slice(0, 200));
+          id = null;
+        }
+      }
+      if (id !== null) {
+        const sent = c.inflight.get(id);
+        c.inflight.delete(id);
+        inflightTotal -= 1;
+        if (win.open) {
+          lat.add(now() - sent);
+          if (++win.count >= cfg.max_count) win.stop();
+        }
+      } else {
+        const bad = JSON.parse(text).id;
+        if (c.inflight.delete(bad)) inflightTotal -= 1;
+      }
+      if (sending) send(c);
+    };
+  }
+
+  function send(c) {
+    const id = ++c.next;
+    c.inflight.set(id, now());
+    inflightTotal += 1;
+    c.ws.send(`{"type":"call","id":${id},"method":"echo","params":${body(id)}}`);
+  }
+
+  const sockets = await openMany(C, 50, makeHandler);
+  for (const ws of sockets) conns.push({ ws, next: 0, oldest: 1, inflight: new Map() });
+  if (sockets.some((ws) => !ws)) return { fatal: 'could not open every connection' };
+  for (const c of conns) for (let k = 0; k < W; k++) send(c);
+  await measure(win);
+  sending = false;
+  if (!(await until(() => inflightTotal === 0, cfg.drain_timeout))) {
+    error('unanswered', `${inflightTotal} calls unanswered ${cfg.drain_timeout} s after the window`);
+  }
+  closeAll(sockets);
+  return { ...win.result('call'), ...lat.summary() };
+}
+
+async function eventWorkload() {
+  const C = cfg.connections, W = cfg.window;
+  const win = new Window();
+  const lat = new Latencies(Math.min(cfg.max_count + C * W, 4000000));
+  let sending = true;
+  let inflightTotal = 0;
+  const conns = [];
+
+  function makeHandler(i) {
+    return (data) => {
+      const c = conns[i];
+      const text = data.toString();
+      if (c.head === c.tail) {
+        error('unexpected_message', text.slice(0, 200));
+        return;
+      }
+      const slot = c.head++ % c.ring.length;
+      const n = c.ring[slot], sent = c.sent[slot];
+      inflightTotal -= 1;
+      // Fast path: exactly the expected push (data of the oldest event sent, the next seq)
+      let ok = text === `{"type":"event","event":"echo","data":${body(n)},"seq":${c.seq + 1}}`;
+      if (ok) {
+        c.seq += 1;
+      } else {
+        let msg;
+        try { msg = JSON.parse(text); } catch (e) { error('bad_json', text.slice(0, 100)); return; }
+        if (msg.type !== 'event' || msg.event !== 'echo') {
+          error('unexpected_message', text.slice(0, 200));
+          return;
+        }
+        if (msg.seq !== c.seq + 1) error('seq', `expected ${c.seq + 1}, got ${msg.seq}`);
+        if (typeof msg.seq === 'number') c.seq = msg.seq;
+        ok = Object.keys(msg).length === 4 && JSON.stringify(msg.data) === body(n);
+        if (!ok) error('wrong_data', text.slice(0, 200));
+      }
+      if (ok && win.open) {
+        lat.add(now() - sent);
+        if (++win.count >= cfg.max_count) win.stop();
+      }
+      if (sending) send(c);
+    };
+  }
+
+  function send(c) {
+    const n = ++c.next;
+    const slot = c.tail++ % c.ring.length;
+    c.ring[slot] = n;
+    c.sent[slot] = now();
+    inflightTotal += 1;
+    c.ws.send(`{"type":"event","event":"echo","data":${body(n)}}`);
+  }
+
+  const sockets = await openMany(C, 50, makeHandler);
+  for (const ws of sockets) {
+    conns.push({ ws, next: 0, seq: 0, head: 0, tail: 0,
+                 ring: new Float64Array(W + 1), sent: new Float64Array(W + 1) });
+  }
+  if (sockets.some((ws) => !ws)) return { fatal: 'could not open every connection' };
+  for (const c of conns) for (let k = 0; k < W; k++) send(c);
+  await measure(win);
+  sending = false;
+  if (!(await until(() => inflightTotal === 0, cfg.drain_timeout))) {
+    error('unanswered', `${inflightTotal} events not echoed ${cfg.drain_timeout} s after the window`);
+  }
+  closeAll(sockets);
+  return { ...win.result('event'), ...lat.summary() };
+}
+
+async function fanoutWorkload() {
+  const S = cfg.subscribers, P = cfg.publications_in_flight;
+  const withSeq = KIND === 'wsservice';
+  const win = new Window();
+  const lat = new Latencies(100000); // publish to last delivery
+  const RING = 1024;
+  const got = new Int32Array(RING);     // deliveries of publication k, at k % RING
+  const sentAt = new Float64Array(RING);
+  let published = 0, completed = 0, sending = true;
+  let subscribed = 0;
+  const subs = [];
+  const expectedKeys = withSeq ? 4 : 3;
+
+  function makeHandler(i) {
+    return (data) => {
+      const s = subs[i];
+      const text = data.toString();
+      let k = s.last + 1;
+      // Fast path: exactly the next publication (and for wsservice the next seq)
+      const expected = withSeq
+        ? `{"type":"message","topic":"bench","data":${body(k)},"seq":${s.seq + 1}}`
+        : `{"type":"message","topic":"bench","data":${body(k)}}`;
+      if (text === expected && k <= published) {
+        s.last = k;
+        if (withSeq) s.seq += 1;
+      } else {
+        let msg;
+        try { msg = JSON.parse(text); } catch (e) { error('bad_json', text.slice(0, 100)); return; }
+        if (msg.type === 'result' && msg.id === 1 && msg.result === null && !s.subscribed) {
+          s.subscribed = true;
+          subscribed += 1;
+          return;
+        }
+        if (msg.type !== 'message' || msg.topic !== 'bench' || !msg.data) {
+          error('unexpected_message', text.slice(0, 200));
+          return;
+        }
+        k = msg.data.n;
+        if (k !== s.last + 1 || k > published) error('order', `subscriber ${i}: expected ${s.last + 1}, got ${k}`);
+        if (typeof k === 'number') s.last = k;
+        if (withSeq) {
+          if (msg.seq !== s.seq + 1) error('seq', `subscriber ${i}: expected ${s.seq + 1}, got ${msg.seq}`);
+          if (typeof msg.seq === 'number') s.seq = msg.seq;
+        }
+        if (Object.keys(msg).length !== expectedKeys || JSON.stringify(msg.data) !== body(k)) {
+          error('wrong_message', text.slice(0, 200));
+          return;
+        }
+      }
+      if (win.open && ++win.count >= cfg.max_count) win.stop();
+      const slot = k % RING;
+      if (++got[slot] === S) {
+        completed += 1;
+        if (win.open) lat.add(now() - sentAt[slot]);
+        if (sending) publish();
+      }
+    };
+  }
+
+  let publisher = null;
+  function publish() {
+    const k = ++published;
+    const slot = k % RING;
+    got[slot] = 0;
+    sentAt[slot] = now();
+    publisher.send(`{"type":"publish","topic":"bench","data":${body(k)}}`);
+  }
+
+  const sockets = await openMany(S, 100, makeHandler);
+  for (let i = 0; i < S; i++) subs.push({ ws: sockets[i], subscribed: false, last: 0, seq: 0 });
+  if (sockets.some((ws) => !ws)) { closeAll(sockets); return { fatal: 'could not open every subscriber' }; }
+  for (const s of subs) s.ws.send('{"type":"subscribe","topic":"bench","id":1}');
+  if (!(await until(() => subscribed === S, 20))) {
+    error('subscribe', `${S - subscribed} subscriptions unconfirmed after 20 s`);
+    closeAll(sockets);
+    return { fatal: 'subscriptions not confirmed' };
+  }
+  publisher = await openSession((data) => {
+    error('publisher_got', String(data).slice(0, 200)); // it is not subscribed: nothing comes
+  });
+  if (!publisher) { closeAll(sockets); return { fatal: 'could not open the publisher' }; }
+  for (let k = 0; k < P; k++) publish();
+  await measure(win);
+  sending = false;
+  if (!(await until(() => completed === published, cfg.drain_timeout))) {
+    error('undelivered', `${published - completed} publications incomplete ${cfg.drain_timeout} s after the window`);
+  }
+  closeAll(sockets);
+  closeAll([publisher]);
+  return { ...win.result('delivery'), publications: published, ...lat.summary() };
+}
+
+async function connectWorkload() {
+  const K = cfg.concurrency;
+  const win = new Window();
+  const lat = new Latencies(Math.min(cfg.max_count + K, 1000000));
+  let running = true, active = 0;
+
+  function once() {
+    return new Promise((resolve) => {
+      const t0 = now();
+      let welcomed = false, finished = false;
+      const finish = () => { if (!finished) { finished = true; resolve(); } };
+      let ws;
+      try { ws = new WebSocket(URL_, WS_OPTS); } catch (e) { error('connect', String(e)); finish(); return; }
+      ws.on('open', () => ws.send('{"type":"hello"}'));
+      ws.on('error', (e) => { error('socket', String(e)); finish(); });
+      ws.on('unexpected-response', (req, res) => { error('handshake', `HTTP ${res.statusCode}`); req.destroy(); finish(); });
+      ws.on('message', (data) => {
+        let msg;
+        try { msg = JSON.parse(data); } catch (e) { msg = null; }
+        if (welcomed) { error('unexpected_message', String(data).slice(0, 200)); return; }
+        const bad = checkWelcome(msg);
+        if (bad) { error('welcome', bad); ws.terminate(); return; }
+        welcomed = true;
+        ws.close(1000);
+      });
+      ws.on('close', (code) => {
+        if (!welcomed) error('close_before_welcome', `code ${code}`);
+        else if (code !== 1000) error('close_code', `expected 1000, got ${code}`);
+        else if (win.open) {
+          lat.add(now() - t0);
+          if (++win.count >= cfg.max_count) win.stop();
+        }
+        finish();
+      });
+    });
+  }
+
+  async function loop() {
+    active += 1;
+    while (running) await once();
+    active -= 1;
+  }
+  const loops = Array.from({ length: K }, loop);
+  await measure(win);
+  running = false;
+  const all = Promise.all(loops);
+  const drained = await Promise.race([all.then(() => true), sleep(cfg.drain_timeout).then(() => false)]);
+  if (!drained) error('unfinished', `${active} connection loops unfinished ${cfg.drain_timeout} s after the window`);
+  return { ...win.result('connection'), ...lat.summary() };
+}
+
+async function idleWorkload() {
+  const B = cfg.warm_sessions, N = cfg.sessions;
+  const t0 = now();
+  const warm = await openMany(B, 50);
+  await sleep(cfg.settle);
+  const rss0 = serverRssKiB();
+  const cpu0 = serverCpu();
+  const tOpen = now();
+  const idle = await openMany(N, cfg.concurrency);
+  const opened = idle.filter(Boolean).length;
+  const openWall = (now() - tOpen) / 1000;
+  await sleep(cfg.settle);
+  const rss1 = serverRssKiB();
+  const cpu1 = serverCpu();
+  // each session must still be there and answer (one ping each, checked)
+  let pongs = 0;
+  for (const ws of idle) {
+    if (!ws) continue;
+    ws.on('message', (data) => {
+      let msg;
+      try { msg = JSON.parse(data); } catch (e) { msg = null; }
+      if (msg && msg.type === 'pong' && msg.data === 1 && Object.keys(msg).length === 2) pongs += 1;
+      else error('unexpected_message', String(data).slice(0, 200));
+    });
+    ws.send('{"type":"ping","data":1}');
+  }
+  if (!(await until(() => pongs === opened, cfg.drain_timeout))) {
+    error('idle_unanswered', `${opened - pongs} of ${opened} idle sessions did not answer a ping`);
+  }
+  closeAll(warm);
+  closeAll(idle);
+  if (opened !== N) error('idle_open', `${opened} of ${N} sessions opened`);
+  return {
+    unit: 'session', count: opened, wall_s: (now() - t0) / 1000,
+    rss0_kib: rss0, rss1_kib: rss1,
+    kib_per_session: opened ? (rss1 - rss0) / opened : null,
+    open_per_s: opened / openWall,
+    server_us_per_open: opened ? ((cpu1 - cpu0) * 1e6) / opened : null,
+  };
+}
+
+// -- main -------------------------------------------------------------------------------------
+
+const WORKLOADS = {
+  call: callWorkload, event: eventWorkload, fanout: fanoutWorkload,
+  connect: connectWorkload, idle: idleWorkload,
+};
+
+async function main() {
+  const fn = WORKLOADS[cfg.workload];
+  if (!fn) throw new Error(`unknown workload ${cfg.workload}`);
+  const watchdog = setTimeout(() => {
+    error('watchdog', `loadgen exceeded ${cfg.timeout} s`);
+    process.stdout.write(JSON.stringify({ fatal: 'watchdog', errors, examples }) + '\n');
+    process.exit(2);
+  }, cfg.timeout * 1000);
+  let result;
+  try {
+    result = await fn();
+  } catch (e) {
+    error('exception', e && e.stack ? e.stack : String(e));
+    result = { fatal: String(e) };
+  }
+  clearTimeout(watchdog);
+  result.errors = errors;
+  result.examples = examples;
+  process.stdout.write(JSON.stringify(result) + '\n', () => process.exit(0));
+}
+
+main();

@@ -1,0 +1,466 @@
+#!/usr/bin/env python
+"""wsservice side-by-side benchmark: each server in turn, the same load generator, a table.
+
+    cd bench && npm ci --silent && ../.venv/bin/python run.py          # the full run (make bench)
+    ../.venv/bin/python run.py --quick                                  # 1 run, short: smoke test
+    ../.venv/bin/python run.py --only call --only fanout --runs 5
+
+For every workload and every run, in turns (wsservice, baseline, wsservice, baseline, ...),
+it starts the server as its own process (a fresh one each time), pinned with ``taskset`` to
+one core, and the load generator (``node loadgen.js``, the ``ws`` package) pinned to another,
+then stops the server with SIGTERM. Servers:
+
+- wsservice: ``.venv/bin/twistd -n --pidfile= wsservice`` with the demo app, a ``tcp:`` and a
+  ``unix:`` listener, rate limit and session limit raised out of the way.
+- baseline: ``bench/baseline_autobahn.py``, a bare Autobahn/Twisted JSON echo server (orjson,
+  prepared-message broadcast for topics, no session layer), same two listeners.
+
+The server's CPU time comes from its own ``/proc/PID/stat`` (utime + stime), read by the load
+generator at both edges of the measured window; every reply is checked and errors are counted
+and printed. Each figure is the median over the runs, shown with the ratio wsservice/baseline.
+Everything is bounded: per-run durations, message counts, and timeouts on every wait.
+Loopback only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import re
+import resource
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any, Callable
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+VENV_BIN = os.path.join(ROOT, ".venv", "bin")
+LOADGEN = os.path.join(HERE, "loadgen.js")
+BASELINE = os.path.join(HERE, "baseline_autobahn.py")
+
+TCP_URL = re.compile(r"ws://127\.0\.0\.1:(\d+)(/\S*)?")
+TROUBLE = re.compile(r"#(error|critical)\]|Traceback|Unhandled|unexpected failure")
+
+
+# -- servers ------------------------------------------------------------------------------------
+
+def venv(name: str) -> str:
+    path = os.path.join(VENV_BIN, name)
+    return path if os.path.exists(path) else os.path.join(os.path.dirname(sys.executable), name)
+
+
+class ServerSpec:
+    def __init__(self, name: str, kind: str, command: Callable[[str, str], list[str]]) -> None:
+        self.name = name
+        self.kind = kind
+        self.command = command
+
+
+def wsservice_command(tcp: str, unix: str) -> list[str]:
+    return [venv("twistd"), "-n", "--pidfile=", "wsservice",
+            "--listen", tcp, "--listen", unix,
+            "--rate", "1e9", "--burst", "1000000000", "--max-sessions", "100000"]
+
+
+def baseline_command(tcp: str, unix: str) -> list[str]:
+    return [venv("python"), BASELINE, "--listen", tcp, "--listen", unix]
+
+
+SERVERS = [
+    ServerSpec("wsservice", "wsservice", wsservice_command),
+    ServerSpec("baseline", "baseline", baseline_command),
+]
+
+
+class Running:
+    """One server process: started pinned, its output in a log file, stopped with SIGTERM."""
+
+    def __init__(self, spec: ServerSpec, workdir: str, pin: list[str], n: int) -> None:
+        self.spec = spec
+        self.unix_path = os.path.join(workdir, f"{spec.name}-{n}.sock")
+        self.log_path = os.path.join(workdir, f"{spec.name}-{n}.log")
+        self.log = open(self.log_path, "wb")
+        command = pin + spec.command("tcp:0:interface=127.0.0.1", f"unix:{self.unix_path}")
+        self.proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=self.log,
+                                     stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True)
+        self.pid = self.proc.pid  # taskset execs the server: same pid
+        self.tcp_url: str | None = None
+        self.unix_url = f"ws+unix:{self.unix_path}:/ws"
+
+    def wait_listening(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            text = self.read_log()
+            lines = [line for line in text.splitlines() if "listening on" in line]
+            m = TCP_URL.search("\n".join(lines))
+            if m and len(lines) >= 2 and os.path.exists(self.unix_path):
+                self.tcp_url = f"ws://127.0.0.1:{m.group(1)}{m.group(2) or '/ws'}"
+                return
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.spec.name} exited ({self.proc.returncode}) before "
+                                   f"listening:\n{text[-2000:]}")
+            time.sleep(0.05)
+        raise RuntimeError(f"{self.spec.name} not listening after {timeout} s:\n"
+                           f"{self.read_log()[-2000:]}")
+
+    def read_log(self) -> str:
+        with open(self.log_path, "rb") as f:
+            return f.read().decode("utf-8", "replace")
+
+    def stop(self, timeout: float = 20.0) -> list[str]:
+        """SIGTERM, then SIGKILL after ``timeout``; the problems seen, if any."""
+        problems = []
+        if self.proc.poll() is not None:
+            problems.append(f"server died during the run (exit {self.proc.returncode})")
+        else:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                problems.append(f"no exit {timeout} s after SIGTERM; killed")
+                self.proc.kill()
+                self.proc.wait(10)
+            # twistd stops cleanly on SIGTERM, then re-raises it on itself
+            if self.proc.returncode not in (0, -signal.SIGTERM):
+                problems.append(f"exit status {self.proc.returncode}")
+        self.log.close()
+        for line in self.read_log().splitlines():
+            if TROUBLE.search(line):
+                problems.append(f"server log: {line.strip()[:200]}")
+        try:
+            os.unlink(self.unix_path)
+        except OSError:
+            pass
+        return problems
+
+
+# -- workloads ----------------------------------------------------------------------------------
+
+class Figure:
+    def __init__(self, key: str, label: str, fmt: str, better: str,
+                 target: str = "", check: Callable[[float, float, float], bool] | None = None):
+        self.key, self.label, self.fmt, self.better = key, label, fmt, better
+        self.target, self.check = target, check
+
+
+class Workload:
+    def __init__(self, name: str, title: str, loadgen: str, params: dict, quick: dict,
+                 figures: list[Figure], transport: str = "tcp") -> None:
+        self.name, self.title, self.loadgen = name, title, loadgen
+        self.params, self.quick, self.figures, self.transport = params, quick, figures, transport
+
+
+def ratio_at_most(limit: float) -> Callable[[float, float, float], bool]:
+    return lambda ws, base, ratio: ratio <= limit
+
+
+def ratio_at_least(limit: float) -> Callable[[float, float, float], bool]:
+    return lambda ws, base, ratio: ratio >= limit
+
+
+def value_at_most(limit: float) -> Callable[[float, float, float], bool]:
+    return lambda ws, base, ratio: ws <= limit
+
+
+CALL_FIGURES = lambda target=None: [  # noqa: E731
+    Figure("server_us_per", "server CPU µs / call", "{:.1f}", "lower", *(target or ())),
+    Figure("per_s", "calls / s", "{:,.0f}", "higher"),
+    Figure("p50_ms", "p50 latency ms", "{:.2f}", "lower"),
+    Figure("p99_ms", "p99 latency ms", "{:.2f}", "lower"),
+]
+
+WORKLOADS = [
+    Workload("call", "call echo, tcp, C=50 W=10", "call",
+             dict(connections=50, window=10, warmup=1.0, duration=4.0, max_count=2_000_000),
+             dict(warmup=0.3, duration=1.0),
+             CALL_FIGURES(("≤ 0.70× (≥ 1.0× fails)", ratio_at_most(0.70)))),
+    Workload("call-unix", "call echo, unix, C=50 W=10", "call",
+             dict(connections=50, window=10, warmup=1.0, duration=4.0, max_count=2_000_000),
+             dict(warmup=0.3, duration=1.0), CALL_FIGURES(), transport="unix"),
+    Workload("latency", "call echo, tcp, C=1 W=1", "call",
+             dict(connections=1, window=1, warmup=0.5, duration=3.0, max_count=500_000),
+             dict(warmup=0.2, duration=1.0),
+             [Figure("p50_ms", "p50 latency ms", "{:.3f}", "lower", "≤ 1.1×",
+                     ratio_at_most(1.1)),
+              Figure("p99_ms", "p99 latency ms", "{:.3f}", "lower"),
+              Figure("per_s", "calls / s", "{:,.0f}", "higher"),
+              Figure("server_us_per", "server CPU µs / call", "{:.1f}", "lower")]),
+    Workload("event", "event echo (push with seq), tcp, C=50 W=10", "event",
+             dict(connections=50, window=10, warmup=1.0, duration=4.0, max_count=2_000_000),
+             dict(warmup=0.3, duration=1.0),
+             [Figure("server_us_per", "server CPU µs / event", "{:.1f}", "lower", "≤ 0.70×",
+                     ratio_at_most(0.70)),
+              Figure("per_s", "events / s", "{:,.0f}", "higher"),
+              Figure("p50_ms", "p50 latency ms", "{:.2f}", "lower"),
+              Figure("p99_ms", "p99 latency ms", "{:.2f}", "lower")]),
+    Workload("fanout", "topic fan-out, 1000 subscribers, 1 publisher", "fanout",
+             dict(subscribers=1000, publications_in_flight=4, warmup=1.0, duration=4.0,
+                  max_count=5_000_000),
+             dict(warmup=0.3, duration=1.0),
+             [Figure("server_us_per", "server CPU µs / delivery", "{:.2f}", "lower", "≤ 4 µs",
+                     value_at_most(4.0)),
+              Figure("per_s", "deliveries / s", "{:,.0f}", "higher"),
+              Figure("p50_ms", "publish to last delivery p50 ms", "{:.1f}", "lower")]),
+    Workload("connect", "connection setup: handshake + hello + welcome + close", "connect",
+             dict(concurrency=20, warmup=0.5, duration=4.0, max_count=200_000),
+             dict(warmup=0.2, duration=1.0),
+             [Figure("per_s", "connections / s", "{:,.0f}", "higher", "≥ 1.0×",
+                     ratio_at_least(1.0)),
+              Figure("server_us_per", "server CPU µs / connection", "{:.0f}", "lower"),
+              Figure("p50_ms", "p50 ms per connection", "{:.2f}", "lower")]),
+    Workload("idle", "idle memory: sessions connected after hello", "idle",
+             dict(sessions=5000, warm_sessions=200, concurrency=100, settle=1.0),
+             dict(sessions=1000, warm_sessions=100, settle=0.5),
+             [Figure("kib_per_session", "server RSS KiB / idle session", "{:.1f}", "lower",
+                     "≤ 12 KiB", value_at_most(12.0)),
+              Figure("server_us_per_open", "server CPU µs / session opened", "{:.0f}",
+                     "lower")]),
+]
+
+
+# -- running ------------------------------------------------------------------------------------
+
+def pinning(args: argparse.Namespace) -> tuple[list[str], list[str], str]:
+    """taskset prefixes for the server and the load generator, and a description."""
+    taskset = shutil.which("taskset")
+    try:
+        cpus = sorted(os.sched_getaffinity(0))
+    except AttributeError:
+        cpus = list(range(os.cpu_count() or 1))
+    if args.no_pin or not taskset or len(cpus) < 2:
+        why = "off (--no-pin)" if args.no_pin else (
+            "off (no taskset)" if not taskset else "off (one CPU)")
+        return [], [], why
+    server_cpu, client_cpus = cpus[0], cpus[1:]
+    clients = ",".join(map(str, client_cpus))
+    return ([taskset, "-c", str(server_cpu)], [taskset, "-c", clients],
+            f"server on CPU {server_cpu}, load generator on CPU {clients} (taskset)")
+
+
+def raise_nofile(need: int) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < need:
+        target = need if hard == resource.RLIM_INFINITY else min(need, hard)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError) as e:
+            print(f"warning: cannot raise the open-files limit to {need}: {e}", file=sys.stderr)
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < need:
+        print(f"warning: open-files limit {soft} < {need}: the idle workload may fail",
+              file=sys.stderr)
+
+
+def run_once(workload: Workload, spec: ServerSpec, args: argparse.Namespace,
+             pins: tuple[list[str], list[str], str], workdir: str, n: int) -> dict:
+    params = dict(workload.params)
+    if args.quick:
+        params.update(workload.quick)
+    params.update(drain_timeout=10.0, clk_tck=os.sysconf("SC_CLK_TCK"))
+    server = Running(spec, workdir, pins[0], n)
+    result: dict[str, Any]
+    try:
+        server.wait_listening()
+        url = server.unix_url if workload.transport == "unix" else server.tcp_url
+        budget = 120.0 + params.get("warmup", 0) + params.get("duration", 0)
+        config = dict(params, workload=workload.loadgen, url=url, pid=server.pid,
+                      server_kind=spec.kind, timeout=budget)
+        try:
+            out = subprocess.run(pins[1] + [args.node, LOADGEN, json.dumps(config)],
+                                 capture_output=True, text=True, timeout=budget + 15, cwd=HERE)
+            lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
+            if lines:
+                result = json.loads(lines[-1])
+            else:
+                result = {"fatal": f"no result from loadgen (exit {out.returncode}): "
+                                   f"{out.stderr.strip()[-1000:]}", "errors": 1, "examples": []}
+        except subprocess.TimeoutExpired:
+            result = {"fatal": "loadgen timed out", "errors": 1, "examples": []}
+    except Exception as e:  # a server that does not start counts as a failed run
+        result = {"fatal": str(e), "errors": 1, "examples": []}
+    finally:
+        problems = server.stop()
+    if problems:
+        result["errors"] = result.get("errors", 0) + len(problems)
+        result["examples"] = result.get("examples", []) + problems[:5]
+    return result
+
+
+def fmt(figure: Figure, value: Any) -> str:
+    if value is None:
+        return "-"
+    return figure.fmt.format(value)
+
+
+def median(values: list[Any]) -> float | None:
+    values = [v for v in values if isinstance(v, (int, float))]
+    return statistics.median(values) if values else None
+
+
+def headline(result: dict, workload: Workload) -> str:
+    if result.get("fatal"):
+        return f"FAILED: {result['fatal']}"
+    parts = [f"{f.label} {fmt(f, result.get(f.key))}" for f in workload.figures[:3]]
+    if "server_cpu_pct" in result:
+        parts.append(f"cpu server {result['server_cpu_pct']:.0f}% / loadgen "
+                     f"{result['client_cpu_pct']:.0f}%")
+    parts.append(f"errors {result.get('errors', 0)}")
+    return ", ".join(parts)
+
+
+def table(results: dict, workloads: list[Workload], runs: int) -> list[str]:
+    names = [s.name for s in SERVERS]
+    lines = [f"| workload | figure | {names[0]} | {names[1]} | ratio {names[0]}/{names[1]} "
+             f"| target | met |",
+             "| --- | --- | ---: | ---: | ---: | --- | --- |"]
+    for w in workloads:
+        per = {name: results.get((w.name, name), []) for name in names}
+        first = True
+        for f in w.figures:
+            a = median([r.get(f.key) for r in per[names[0]] if not r.get("fatal")])
+            b = median([r.get(f.key) for r in per[names[1]] if not r.get("fatal")])
+            ratio = a / b if a is not None and b else None
+            met = ""
+            if f.check is not None:
+                met = "?" if a is None or ratio is None else (
+                    "yes" if f.check(a, b, ratio) else "**no**")
+            lines.append(f"| {w.title if first else ''} | {f.label} | {fmt(f, a)} | {fmt(f, b)} "
+                         f"| {'-' if ratio is None else f'{ratio:.2f}'} | {f.target} | {met} |")
+            first = False
+        if w.loadgen in ("call", "event", "fanout", "connect"):
+            cpu = []
+            for name in names:
+                s = median([r.get("server_cpu_pct") for r in per[name]])
+                c = median([r.get("client_cpu_pct") for r in per[name]])
+                cpu.append("-" if s is None else f"{s:.0f}% / {c:.0f}%")
+            lines.append(f"| | CPU busy: server / loadgen | {cpu[0]} | {cpu[1]} | | | |")
+        errs = [sum(r.get("errors", 0) for r in per[name]) for name in names]
+        counted = [len([r for r in per[name] if not r.get("fatal")]) for name in names]
+        lines.append(f"| | errors (runs ok) | {errs[0]} ({counted[0]}/{runs}) | {errs[1]} "
+                     f"({counted[1]}/{runs}) | | | |")
+    return lines
+
+
+def environment(pins: tuple[list[str], list[str], str], args: argparse.Namespace) -> list[str]:
+    def version(cmd: list[str]) -> str:
+        try:
+            return subprocess.run(cmd, capture_output=True, text=True, timeout=30,
+                                  cwd=HERE).stdout.strip()
+        except Exception:
+            return "?"
+    model = "?"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    py = version([venv("python"), "-c",
+                  "import sys, autobahn, twisted, orjson; "
+                  "from autobahn.websocket import HAS_NVX, USES_NVX; "
+                  "print(f'Python {sys.version.split()[0]}, Twisted {twisted.__version__}, "
+                  "Autobahn {autobahn.__version__} (NVX available {HAS_NVX}, used {USES_NVX}), "
+                  "orjson {orjson.__version__}')"])
+    ws = version([args.node, "-e", "process.stdout.write(require('ws/package.json').version)"])
+    return [
+        f"date: {datetime.datetime.now().astimezone().strftime('%Y-%m-%d %H:%M %Z')}",
+        f"machine: {os.cpu_count()} CPUs ({model}), {platform.system()} {platform.release()}, "
+        f"load average at start {os.getloadavg()[0]:.2f}",
+        f"pinning: {pins[2]}",
+        f"servers: {py}; load generator: node {version([args.node, '--version'])}, ws {ws}",
+        f"runs: {args.runs} per server per workload, in turns; figures are medians"
+        + (" (--quick: 1 short run, not a measurement)" if args.quick else ""),
+    ]
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true",
+                   help="1 run of each, short windows, fewer idle sessions (a smoke test)")
+    p.add_argument("--runs", type=int, default=None, help="runs per server per workload "
+                   "(default 3; 1 with --quick)")
+    p.add_argument("--only", action="append", default=[], metavar="WORKLOAD",
+                   help="run only this workload (repeatable, or comma-separated): "
+                        + ", ".join(w.name for w in WORKLOADS))
+    p.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
+    p.add_argument("--node", default=shutil.which("node") or "node", help="node executable")
+    p.add_argument("--json", metavar="PATH", help="also write every run's raw figures here")
+    args = p.parse_args(argv)
+    names = [n.strip() for item in args.only for n in item.split(",") if n.strip()]
+    known = {w.name for w in WORKLOADS}
+    for n in names:
+        if n not in known:
+            p.error(f"unknown workload {n!r}; known: {', '.join(sorted(known))}")
+    args.only = names
+    if args.runs is None:
+        args.runs = 1 if args.quick else 3
+    if not 1 <= args.runs <= 21:
+        p.error("--runs must be 1..21")
+    return args
+
+
+def main(argv: list[str]) -> int:
+    args = parse(argv)
+    if not os.path.isdir(os.path.join(HERE, "node_modules", "ws")):
+        print("bench/node_modules/ws is missing: run `npm ci` in bench/ first", file=sys.stderr)
+        return 2
+    if not os.path.exists(venv("twistd")):
+        print(f"{venv('twistd')} is missing: run `make install` first", file=sys.stderr)
+        return 2
+    raise_nofile(16384)
+    pins = pinning(args)
+    workloads = [w for w in WORKLOADS if not args.only or w.name in args.only]
+    env = environment(pins, args)
+    print("== wsservice benchmark ==")
+    for line in env:
+        print(line)
+    print(flush=True)
+    results: dict[tuple[str, str], list[dict]] = {}
+    raw: list[dict] = []
+    started = time.monotonic()
+    workdir = tempfile.mkdtemp(prefix="wsbench-")
+    n = 0
+    try:
+        for w in workloads:
+            for run in range(1, args.runs + 1):
+                for spec in SERVERS:
+                    n += 1
+                    r = run_once(w, spec, args, pins, workdir, n)
+                    results.setdefault((w.name, spec.name), []).append(r)
+                    raw.append(dict(workload=w.name, server=spec.name, run=run, **r))
+                    print(f"{w.name:9} run {run}/{args.runs} {spec.name:9}  {headline(r, w)}",
+                          flush=True)
+                    for example in r.get("examples", [])[:5]:
+                        print(f"    error: {example}", flush=True)
+    except KeyboardInterrupt:
+        print("interrupted: the table holds the runs done so far", flush=True)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    elapsed = time.monotonic() - started
+    print()
+    print(f"== results (medians of {args.runs} run{'s' if args.runs > 1 else ''}, "
+          f"{elapsed:.0f} s in all) ==")
+    print()
+    for line in table(results, workloads, args.runs):
+        print(line)
+    total_errors = sum(r.get("errors", 0) for rs in results.values() for r in rs)
+    print()
+    print(f"errors: {total_errors}" + ("" if total_errors == 0 else "  (see the runs above)"))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"environment": env, "runs": raw}, f, indent=1)
+    return 1 if total_errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
