@@ -233,7 +233,7 @@ class GarbageTests(SynchronousTestCase):
         client.hello()
         seen = 1
         for payload in inputs:
-            if client.closed is not None:  # a bye: carry on with a fresh session
+            if client.closed is not None:  # a bye or 1007: carry on with a fresh session
                 for frame in frames_of(client, seen):
                     checker.check(frame)
                 client.connection.lost()
@@ -245,7 +245,10 @@ class GarbageTests(SynchronousTestCase):
             for frame in frames_of(client, seen):
                 checker.check(frame)
             seen = len(client.link.frames)
-            if client.closed is not None:
+            if not is_utf8(payload):
+                # RFC 6455: a text message that is not UTF-8 fails the connection
+                self.assertEqual(client.closed, 1007, payload)
+            elif client.closed is not None:
                 self.assertEqual(client.closed, errors.CLOSE_NORMAL)  # only bye closes here
         harness.clock.advance(61)  # sleeps, call and server-call timeouts fire
         for frame in frames_of(client, seen):
@@ -265,6 +268,11 @@ class GarbageTests(SynchronousTestCase):
         client = harness.connect()
         client.sendRaw(payload)
         msgs = [checker.check(f) for f in client.link.frames]
+        if not is_utf8(payload):
+            self.assertEqual((msgs, client.closed), ([], 1007), payload)
+            client.connection.lost()
+            harness.stop()
+            return
         self.assertTrue(msgs, payload)
         try:
             obj = json.loads(payload)
@@ -833,7 +841,7 @@ GOOD = [
 ]
 BAD = [
     b"not json",
-    b"\xff\xfe",
+    "\u00fe not json, but UTF-8".encode(),
     b"[1,2,3]",
     b'"just a string"',
     b"{}",
@@ -850,6 +858,15 @@ BAD = [
     b'{"type":"ack","seq":-1}',
     b'{"type":"ping","data":' + nested_text(40, "list").encode() + b"}",
 ]
+
+
+def is_utf8(payload: bytes) -> bool:
+    """Whether a text message's bytes are UTF-8 (else the connection fails with 1007)."""
+    try:
+        payload.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 class BudgetTests(SynchronousTestCase):

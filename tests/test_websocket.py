@@ -283,8 +283,8 @@ class MessageTests(_AdapterTest):
         self.assertEqual((welcome["resumed"], welcome["heartbeat"], welcome["server"]),
                          (False, 25, SERVER_NAME))
         self.assertIn(welcome["session"], self.service.sessions)
-        # welcome is a text frame
-        self.assertEqual(self.servers[0].trafficStats.outgoingWebSocketMessages, 1)
+        # welcome was one text frame (Client.receive asserts it was not binary)
+        self.assertEqual(self.service.metrics.messages_out["welcome"], 1)
 
     async def test_call_echo(self) -> None:
         client = await self.connect()
@@ -666,3 +666,23 @@ class HeartbeatTests(_AdapterTest):
         self.clock.advance(0.2)  # no pong within the heartbeat: dropped
         await self.server_closed[0]
         self.assertDetached(welcome)
+
+
+class FrameWritingTests(_AdapterTest):
+    """Text frames the adapter writes itself are well formed at every length boundary."""
+
+    async def test_lengths_around_header_boundaries(self) -> None:
+        client = await self.connect()
+        await self.hello(client)
+        for size in (0, 1, 80, 125 - 48, 126 - 48, 127 - 48, 65535 - 48, 65536 - 48, 70000):
+            data = "d" * size
+            client.send({"type": "call", "id": size, "method": "echo", "params": data})
+            reply = await client.receive()
+            self.assertEqual((reply["id"], reply["result"]), (size, data))
+
+    async def test_with_permessage_deflate_autobahn_writes(self) -> None:
+        client = await self.connect(deflate=True)
+        self.assertFalse(self.servers[0]._plain)
+        await self.hello(client)
+        client.send({"type": "call", "id": 1, "method": "echo", "params": "z" * 3000})
+        self.assertEqual((await client.receive())["result"], "z" * 3000)

@@ -297,7 +297,8 @@ class DecodeBadJsonTests(_WireCase):
                         b'\xff{"type": "ping"}',
                         b'{"type": "ping"}\x80',
                         b'{"type": "\xfeping"}'):
-            self.assertWireError(payload, BAD_JSON, kind=None, id=None)
+            # not bad JSON but bad text: the transport fails the connection (1007)
+            self.assertWireError(payload, "invalid_utf8", kind=None, id=None)
 
     def test_lone_surrogate_escape(self):
         self.assertWireError(b'{"type": "ping", "data": "\\ud800"}', BAD_JSON)
@@ -828,7 +829,13 @@ class PropertyTests(SynchronousTestCase):
         try:
             return decode(payload, **kw)
         except WireError as e:
-            self.assertIn(e.code, (BAD_JSON, BAD_MESSAGE))
+            self.assertIn(e.code, (BAD_JSON, BAD_MESSAGE, "invalid_utf8"))
+            valid_text = True
+            try:
+                payload.decode("utf-8")
+            except UnicodeDecodeError:
+                valid_text = False
+            self.assertEqual(e.code == "invalid_utf8", not valid_text)
             self.assertIsInstance(e.message, str)
             self.assertTrue(e.id is None or type(e.id) in (str, int))
             self.assertTrue(e.kind is None or e.kind in CLIENT_TYPES)

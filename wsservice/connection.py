@@ -115,7 +115,9 @@ class Connection:
         try:
             message = wire.decode(payload, self._max_depth)
         except wire.WireError as e:
-            if e.kind == "hello":
+            if e.code == errors.INVALID_UTF8:
+                self.close(errors.CLOSE_INVALID_PAYLOAD, e.message)
+            elif e.kind == "hello":
                 self._refuse(errors.BAD_MESSAGE, e.message, errors.CLOSE_PROTOCOL_VIOLATION)
             else:
                 self._refuse(errors.NOT_REGISTERED, "the first message must be a hello",

@@ -279,7 +279,10 @@ class SessionService(Service):
         try:
             message = wire.decode(payload, self._max_depth)
         except wire.WireError as e:
-            self.bad_message(session, e.code, e.message, e.id)
+            if e.code == errors.INVALID_UTF8:
+                self.disconnect(session, errors.CLOSE_INVALID_PAYLOAD, e.message)
+            else:
+                self.bad_message(session, e.code, e.message, e.id)
             return
         kind = type(message)
         self._in[self._type_names[kind]] += 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import struct
 from typing import TYPE_CHECKING, Any
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
@@ -17,6 +18,11 @@ if TYPE_CHECKING:
     from .service import SessionService
 
 SUBPROTOCOL = "wsservice.v1"
+
+# Headers of unmasked, unfragmented server text frames (FIN + opcode 1), made once.
+_SMALL_HEADERS = [bytes((0x81, n)) for n in range(126)]
+_pack_header16 = struct.Struct("!BBH").pack
+_pack_header64 = struct.Struct("!BBQ").pack
 
 
 def _accept_deflate(offers: list[Any]) -> PerMessageDeflateOfferAccept | None:
@@ -66,6 +72,8 @@ class WebSocketProtocol(WebSocketServerProtocol):
     _paused = False
     _backlog = 0
     _over = False
+    # True once open without permessage-deflate: text frames are written directly
+    _plain = False
 
     def onConnect(self, request: Any) -> str | None:
         """Refuse a wrong subprotocol (400) or a foreign Origin (403) before any session."""
@@ -93,8 +101,20 @@ class WebSocketProtocol(WebSocketServerProtocol):
             transport.registerProducer(self, True)
         except Exception:
             self._log.failure("cannot watch the transport's buffer: no send-queue limit here")
+        self._plain = self._perMessageCompress is None and not self.autoFragmentSize
         self._connection = self.factory.service.connect(
             self, dict(request.headers), request.peer, self.factory.listener)
+
+    def onMessageEnd(self) -> None:
+        """A whole message arrived: straight to onMessage.
+
+        Autobahn's own version also fires a 'message' event through a txaio Deferred for
+        every message, which nothing here listens to.
+        """
+        if not self.failedByMe:
+            # a one-frame message's join returns its only chunk itself, no copy
+            self.onMessage(b"".join(self.message_data), self.message_is_binary)
+        self.message_data = None
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         """One complete message from the client."""
@@ -139,11 +159,14 @@ class WebSocketProtocol(WebSocketServerProtocol):
     def sendData(self, data: bytes, sync: bool = False, chopsize: int | None = None) -> None:
         """Every byte Autobahn writes (after compression) passes here: bound the backlog."""
         if self._paused:
-            self._backlog += len(data)
-            if self._backlog > self.factory.max_send_queue and not self._over:
-                self._over = True  # once: closing writes a close frame through here too
-                self._slow_consumer()
+            self._count_backlog(len(data))
         super().sendData(data, sync, chopsize)
+
+    def _count_backlog(self, size: int) -> None:
+        self._backlog += size
+        if self._backlog > self.factory.max_send_queue and not self._over:
+            self._over = True  # once: closing writes a close frame through here too
+            self._slow_consumer()
 
     def _slow_consumer(self) -> None:
         connection = self._connection
@@ -159,11 +182,26 @@ class WebSocketProtocol(WebSocketServerProtocol):
     def sendText(self, payload: bytes) -> None:
         """Send one text message; dropped once the connection is closing (a resumable
         session keeps its pushes for replay; replies to a closing peer have nowhere to go)."""
-        if self.state == self.STATE_OPEN:
-            if len(payload) <= self.maxMessagePayloadSize:
-                self.sendMessage(payload, False)
+        if self.state != self.STATE_OPEN:
+            return
+        n = len(payload)
+        if self._plain and self.send_state == self.SEND_STATE_GROUND and not self.send_queue:
+            # The hot path: a server frame is a 2-10 byte header before the payload (no
+            # mask, no compression), so write it here rather than through Autobahn's
+            # general sendMessage/sendFrame/sendData, which cost more than the service does.
+            if n < 126:
+                frame = _SMALL_HEADERS[n] + payload
+            elif n < 65536:
+                frame = _pack_header16(0x81, 126, n) + payload
             else:
-                self._send_large(payload)
+                frame = _pack_header64(0x81, 127, n) + payload
+            if self._paused:
+                self._count_backlog(len(frame))
+            self.transport.write(frame)
+        elif n <= self.maxMessagePayloadSize:
+            self.sendMessage(payload, False)
+        else:
+            self._send_large(payload)
 
     def _send_large(self, payload: bytes) -> None:
         # Autobahn applies maxMessagePayloadSize to sends as well; protocol.md limits only
@@ -213,6 +251,10 @@ class WebSocketFactory(WebSocketServerFactory):
             failByDrop=False,
             # a small server message is sent as one TCP segment, right away
             tcpNoDelay=True,
+            # orjson validates UTF-8 while parsing; a text message that fails is checked
+            # then and fails the connection with 1007 (wire.decode), so Autobahn's own
+            # incremental check of every text frame is redundant work
+            utf8validateIncoming=False,
             # WebSocket pings every heartbeat; no pong within another heartbeat: dropped
             # (the session stays resumable)
             autoPingInterval=settings.heartbeat,
@@ -227,7 +269,13 @@ class EchoProtocol(WebSocketProtocol):
         """No session: messages are echoed as they come."""
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
-        """Echo."""
+        """Echo; a text message that is not UTF-8 fails the connection (1007)."""
+        if not isBinary:
+            try:
+                payload.decode("utf-8")
+            except UnicodeDecodeError:
+                self.closeWith(errors.CLOSE_INVALID_PAYLOAD, "text is not valid UTF-8")
+                return
         self.sendMessage(payload, isBinary)
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:

@@ -301,6 +301,12 @@ def decode(payload: bytes, max_depth: int = 32) -> Message:
     try:
         obj = _loads(payload)
     except _JSONDecodeError:
+        # orjson checks UTF-8 as it parses, so the transport need not check it first; only
+        # here, on the error path, is it told apart from bad JSON.
+        try:
+            payload.decode("utf-8")
+        except UnicodeDecodeError:
+            raise WireError(errors.INVALID_UTF8, "text is not valid UTF-8") from None
         raise WireError(errors.BAD_JSON, "not valid JSON") from None
     if type(obj) is not dict:
         raise WireError(errors.BAD_JSON, "a message must be a JSON object")
