@@ -1,5 +1,6 @@
 #!/usr/bin/env node
-// Load generator of the wsservice benchmark: one Node process, the `ws` package.
+// Load generator of the wsservice benchmark: one Node process, the `ws` package (and, for
+// connection setup, a minimal WebSocket client of its own on `net`: see connectWorkload).
 //
 //   node loadgen.js '<JSON config>'
 //
@@ -10,7 +11,9 @@
 // which server it is ("wsservice" or "baseline": they differ only in what welcome and topic
 // messages look like).
 //
-// Every reply is checked: calls by id (known, in flight, answered once) and result (equal to
+// Every reply is checked, byte for byte against the expected text (both servers write orjson
+// with members in the same order) or, when that differs, parsed and checked member by member:
+// calls by id (known, in flight, answered once) and result (equal to
 // the params sent, exactly the members type/id/result); event echoes by data (equal, in order)
 // and seq (previous + 1 per connection); topic messages by publication number (previous + 1 per
 // subscriber), data, and for wsservice seq (previous + 1); welcomes by their members; closes by
@@ -39,7 +42,7 @@ const PID = cfg.pid;
 const HZ = cfg.clk_tck || 100;
 const WS_OPTS = {
   perMessageDeflate: false,   // neither server is asked to compress
-  skipUTF8Validation: true,   // every payload is parsed and compared anyway
+  skipUTF8Validation: true,   // every payload is compared or parsed anyway (bad UTF-8 fails)
   handshakeTimeout: 10000,
   maxPayload: 16 * 1024 * 1024,
   // An all-zero masking key: ws then skips the XOR on our side. Frames are still masked
@@ -47,6 +50,22 @@ const WS_OPTS = {
   generateMask: () => {},
 };
 const now = () => performance.now(); // ms, sub-µs resolution
+// Sends made while handling one chunk of received data go out in one write (cork until the
+// next tick): fewer system calls in the load generator, same messages for the server.
+const CORK = cfg.cork !== false;
+
+function cork(c) {
+  if (CORK && !c.corked) {
+    c.corked = true;
+    c.ws._socket.cork();
+    process.nextTick(uncork, c);
+  }
+}
+
+function uncork(c) {
+  c.corked = false;
+  if (c.ws._socket) c.ws._socket.uncork();
+}
 
 // -- errors -----------------------------------------------------------------------------------
 
@@ -273,6 +292,7 @@ async function callWorkload() {
   }
 
   function send(c) {
+    cork(c);
     const id = ++c.next;
     c.inflight.set(id, now());
     inflightTotal += 1;
@@ -280,7 +300,7 @@ async function callWorkload() {
   }
 
   const sockets = await openMany(C, 50, makeHandler);
-  for (const ws of sockets) conns.push({ ws, next: 0, oldest: 1, inflight: new Map() });
+  for (const ws of sockets) conns.push({ ws, next: 0, oldest: 1, inflight: new Map(), corked: false });
   if (sockets.some((ws) => !ws)) return { fatal: 'could not open every connection' };
   for (const c of conns) for (let k = 0; k < W; k++) send(c);
   await measure(win);
@@ -336,6 +356,7 @@ async function eventWorkload() {
   }
 
   function send(c) {
+    cork(c);
     const n = ++c.next;
     const slot = c.tail++ % c.ring.length;
     c.ring[slot] = n;
@@ -346,7 +367,7 @@ async function eventWorkload() {
 
   const sockets = await openMany(C, 50, makeHandler);
   for (const ws of sockets) {
-    conns.push({ ws, next: 0, seq: 0, head: 0, tail: 0,
+    conns.push({ ws, next: 0, seq: 0, head: 0, tail: 0, corked: false,
                  ring: new Float64Array(W + 1), sent: new Float64Array(W + 1) });
   }
   if (sockets.some((ws) => !ws)) return { fatal: 'could not open every connection' };
@@ -452,39 +473,119 @@ async function fanoutWorkload() {
   return { ...win.result('delivery'), publications: published, ...lat.summary() };
 }
 
+// Connection setup with a minimal client of its own (net + fixed handshake bytes): `ws`
+// costs the load generator about as much CPU per connection as the server, so it would be the
+// bottleneck here. Still checked: the 101 status and Sec-WebSocket-Accept, an unmasked text
+// frame holding a valid welcome, the server's close frame with 1000, then the TCP close.
+const net = require('net');
+const crypto = require('crypto');
+const WS_KEY = 'd3NzZXJ2aWNlLWJlbmNoLQ==';
+const WS_ACCEPT = crypto.createHash('sha1')
+  .update(WS_KEY + '258EAFA5-E914-47DA-95CA-C5AB0DC85B11').digest('base64');
+const HELLO = Buffer.from('{"type":"hello"}');
+// client frames are masked (RFC 6455): mask bit set, all-zero key, payload as is
+const HELLO_FRAME = Buffer.concat([Buffer.from([0x81, 0x80 | HELLO.length, 0, 0, 0, 0]), HELLO]);
+const CLOSE_FRAME = Buffer.from([0x88, 0x82, 0, 0, 0, 0, 0x03, 0xe8]);
+
+function target() {
+  if (URL_.startsWith('ws+unix:')) {
+    const rest = URL_.slice('ws+unix:'.length);
+    const i = rest.lastIndexOf(':');
+    return { connect: { path: rest.slice(0, i) }, path: rest.slice(i + 1), host: 'localhost' };
+  }
+  const u = new URL(URL_);
+  return { connect: { host: u.hostname, port: Number(u.port) }, path: u.pathname, host: u.host };
+}
+
+// One server frame from buf at offset: {opcode, payload, next} or null when incomplete.
+function frameAt(buf, off) {
+  if (buf.length - off < 2) return null;
+  const b0 = buf[off], b1 = buf[off + 1];
+  if (b1 & 0x80) return { error: 'masked server frame' };
+  let len = b1 & 0x7f, head = 2;
+  if (len === 126) {
+    if (buf.length - off < 4) return null;
+    len = buf.readUInt16BE(off + 2); head = 4;
+  } else if (len === 127) {
+    if (buf.length - off < 10) return null;
+    len = Number(buf.readBigUInt64BE(off + 2)); head = 10;
+  }
+  if (buf.length - off < head + len) return null;
+  return { fin: (b0 & 0x80) !== 0, opcode: b0 & 0x0f,
+           payload: buf.subarray(off + head, off + head + len), next: off + head + len };
+}
+
 async function connectWorkload() {
   const K = cfg.concurrency;
   const win = new Window();
   const lat = new Latencies(Math.min(cfg.max_count + K, 1000000));
+  const t = target();
+  const REQUEST = Buffer.from(
+    `GET ${t.path} HTTP/1.1\r\nHost: ${t.host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n`
+    + `Sec-WebSocket-Key: ${WS_KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n`);
   let running = true, active = 0;
 
   function once() {
     return new Promise((resolve) => {
       const t0 = now();
-      let welcomed = false, finished = false;
-      const finish = () => { if (!finished) { finished = true; resolve(); } };
-      let ws;
-      try { ws = new WebSocket(URL_, WS_OPTS); } catch (e) { error('connect', String(e)); finish(); return; }
-      ws.on('open', () => ws.send('{"type":"hello"}'));
-      ws.on('error', (e) => { error('socket', String(e)); finish(); });
-      ws.on('unexpected-response', (req, res) => { error('handshake', `HTTP ${res.statusCode}`); req.destroy(); finish(); });
-      ws.on('message', (data) => {
-        let msg;
-        try { msg = JSON.parse(data); } catch (e) { msg = null; }
-        if (welcomed) { error('unexpected_message', String(data).slice(0, 200)); return; }
-        const bad = checkWelcome(msg);
-        if (bad) { error('welcome', bad); ws.terminate(); return; }
-        welcomed = true;
-        ws.close(1000);
+      let state = 0; // 0 handshake, 1 awaiting welcome, 2 awaiting close frame, 3 closed ok
+      let buf = Buffer.alloc(0), off = 0, failed = false, finished = false;
+      const sock = net.connect(t.connect);
+      sock.setNoDelay(true);
+      const fail = (kind, detail) => {
+        if (!failed) { failed = true; error(kind, detail); }
+        sock.destroy();
+      };
+      const timer = setTimeout(() => fail('connect_timeout', `stuck in state ${state}`), 10000);
+      sock.on('connect', () => sock.write(REQUEST));
+      sock.on('data', (chunk) => {
+        buf = off < buf.length ? Buffer.concat([buf.subarray(off), chunk]) : chunk;
+        off = 0;
+        if (state === 0) {
+          const end = buf.indexOf('\r\n\r\n');
+          if (end < 0) return;
+          const head = buf.toString('latin1', 0, end);
+          if (!head.startsWith('HTTP/1.1 101')) return fail('handshake', head.split('\r\n')[0]);
+          const m = /\r\nsec-websocket-accept:\s*(\S+)/i.exec(head);
+          if (!m || m[1] !== WS_ACCEPT) return fail('handshake', 'wrong Sec-WebSocket-Accept');
+          off = end + 4;
+          state = 1;
+          sock.write(HELLO_FRAME);
+        }
+        for (;;) {
+          const f = frameAt(buf, off);
+          if (f === null) return;
+          if (f.error) return fail('frame', f.error);
+          off = f.next;
+          if (state === 1 && f.opcode === 1 && f.fin) {
+            let msg;
+            try { msg = JSON.parse(f.payload); } catch (e) { msg = null; }
+            const bad = checkWelcome(msg);
+            if (bad) return fail('welcome', bad);
+            state = 2;
+            sock.write(CLOSE_FRAME);
+          } else if (state === 2 && f.opcode === 8) {
+            const code = f.payload.length >= 2 ? f.payload.readUInt16BE(0) : null;
+            if (code !== 1000) return fail('close_code', `expected 1000, got ${code}`);
+            state = 3;
+          } else if (f.opcode === 9 || f.opcode === 10) {
+            // a ping or pong: ignore
+          } else {
+            return fail('unexpected_frame', `opcode ${f.opcode} in state ${state}: `
+                        + f.payload.toString().slice(0, 200));
+          }
+        }
       });
-      ws.on('close', (code) => {
-        if (!welcomed) error('close_before_welcome', `code ${code}`);
-        else if (code !== 1000) error('close_code', `expected 1000, got ${code}`);
-        else if (win.open) {
+      sock.on('end', () => sock.end()); // the server closes TCP first after the close handshake
+      sock.on('error', (e) => fail('socket', String(e)));
+      sock.on('close', () => {
+        clearTimeout(timer);
+        if (!failed && state !== 3) error('closed_early', `TCP closed in state ${state}`);
+        else if (!failed && win.open) {
           lat.add(now() - t0);
           if (++win.count >= cfg.max_count) win.stop();
         }
-        finish();
+        if (!finished) { finished = true; resolve(); }
       });
     });
   }

@@ -265,6 +265,7 @@ def run_once(workload: Workload, spec: ServerSpec, args: argparse.Namespace,
     if args.quick:
         params.update(workload.quick)
     params.update(drain_timeout=10.0, clk_tck=os.sysconf("SC_CLK_TCK"))
+    params.update(args.set)
     server = Running(spec, workdir, pins[0], n)
     result: dict[str, Any]
     try:
@@ -395,6 +396,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
     p.add_argument("--node", default=shutil.which("node") or "node", help="node executable")
     p.add_argument("--json", metavar="PATH", help="also write every run's raw figures here")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a load generator parameter for every workload, e.g. "
+                        "connections=100, window=1, cork=false (for experiments; VALUE is JSON)")
     args = p.parse_args(argv)
     names = [n.strip() for item in args.only for n in item.split(",") if n.strip()]
     known = {w.name for w in WORKLOADS}
@@ -402,6 +406,16 @@ def parse(argv: list[str]) -> argparse.Namespace:
         if n not in known:
             p.error(f"unknown workload {n!r}; known: {', '.join(sorted(known))}")
     args.only = names
+    overrides = {}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            p.error(f"--set needs KEY=VALUE, not {item!r}")
+        try:
+            overrides[key] = json.loads(value)
+        except ValueError:
+            overrides[key] = value
+    args.set = overrides
     if args.runs is None:
         args.runs = 1 if args.quick else 3
     if not 1 <= args.runs <= 21:
@@ -449,7 +463,7 @@ def main(argv: list[str]) -> int:
     elapsed = time.monotonic() - started
     print()
     print(f"== results (medians of {args.runs} run{'s' if args.runs > 1 else ''}, "
-          f"{elapsed:.0f} s in all) ==")
+          f"{elapsed:.0f} s in all; load average at the end {os.getloadavg()[0]:.2f}) ==")
     print()
     for line in table(results, workloads, args.runs):
         print(line)

@@ -10,8 +10,10 @@ from autobahn.websocket.compress import PerMessageDeflateOffer, PerMessageDeflat
 from autobahn.websocket.types import ConnectionDeny
 from twisted.logger import Logger
 
-from . import errors
+from . import errors, masking
 from .origin import OriginPolicy
+
+masking.install()
 
 if TYPE_CHECKING:
     from .connection import Connection
