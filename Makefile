@@ -5,12 +5,14 @@ BIN    := $(VENV)/bin
 SOURCES := $(shell find wsservice twisted -name '*.py' -o -name '*.html' -o -name '*.js') setup.cfg pyproject.toml
 ARGS   ?=
 
-.PHONY: run test install conformance clean help
+.PHONY: run test install conformance bench soak clean help
 
 help:
 	@echo "make run   - set up .venv and run 'twistd -n wsservice' with the demo app"
 	@echo "make test  - set up .venv with test extras and run the trial suite"
 	@echo "make conformance - Autobahn Testsuite (kosoku) against twistd wsservice, TCP and unix"
+	@echo "make bench - side-by-side benchmark: wsservice vs bare Autobahn (Node ws load generator)"
+	@echo "make soak  - 200 clients for 60 s with drops and resumes; checks nothing is lost"
 
 $(BIN)/python:
 	@echo "==> creating virtualenv $(VENV) with $(PYTHON)"
@@ -47,6 +49,16 @@ UNIX_CASES ?= *
 conformance: install $(BIN)/kosoku
 	@echo "==> Autobahn Testsuite: cases '$(CASES)' over TCP, '$(UNIX_CASES)' through the unix listener"
 	$(BIN)/python conformance/run.py $(foreach c,$(CASES),--cases '$(c)') $(foreach c,$(UNIX_CASES),--unix-cases '$(c)')
+
+bench: install
+	@echo "==> installing the load generator's dependency (ws) into bench/node_modules"
+	cd bench && npm ci --silent
+	@echo "==> benchmark: each server in turn, medians of 3 runs (about 6 minutes)"
+	cd bench && ../$(BIN)/python run.py $(ARGS)
+
+soak: install
+	@echo "==> soak: 200 clients, 60 s, random drops and resumes"
+	$(BIN)/python bench/soak.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info _trial_temp*
