@@ -244,6 +244,163 @@ async function until(cond, timeout) {
 const PAD = 'abcdefghijklmnopqrstuvwxyz0123';
 const body = (n) => `{"n":${n},"user":"bench","tags":["a","b"],"ok":true,"x":1.5,"pad":"${PAD}"}`;
 
+// -- a minimal WebSocket client on `net` ------------------------------------------------------
+//
+// For connection setup and for the 1000 fan-out subscribers, `ws` would cost the load generator
+// about as much CPU as the server spends, so these use fixed handshake bytes and a frame parser
+// of their own. Still checked: the 101 status and Sec-WebSocket-Accept, unmasked unfragmented
+// server frames, the welcome, every message, close codes.
+const net = require('net');
+const crypto = require('crypto');
+const WS_KEY = 'd3NzZXJ2aWNlLWJlbmNoLQ==';
+const WS_ACCEPT = crypto.createHash('sha1')
+  .update(WS_KEY + '258EAFA5-E914-47DA-95CA-C5AB0DC85B11').digest('base64');
+const HELLO = Buffer.from('{"type":"hello"}');
+// client frames are masked (RFC 6455): mask bit set, all-zero key, payload as is
+const HELLO_FRAME = Buffer.concat([Buffer.from([0x81, 0x80 | HELLO.length, 0, 0, 0, 0]), HELLO]);
+const CLOSE_FRAME = Buffer.from([0x88, 0x82, 0, 0, 0, 0, 0x03, 0xe8]);
+
+function target() {
+  if (URL_.startsWith('ws+unix:')) {
+    const rest = URL_.slice('ws+unix:'.length);
+    const i = rest.lastIndexOf(':');
+    return { connect: { path: rest.slice(0, i) }, path: rest.slice(i + 1), host: 'localhost' };
+  }
+  const u = new URL(URL_);
+  return { connect: { host: u.hostname, port: Number(u.port) }, path: u.pathname, host: u.host };
+}
+
+// One server frame from buf at offset: {opcode, payload, next} or null when incomplete.
+function frameAt(buf, off) {
+  if (buf.length - off < 2) return null;
+  const b0 = buf[off], b1 = buf[off + 1];
+  if (b1 & 0x80) return { error: 'masked server frame' };
+  let len = b1 & 0x7f, head = 2;
+  if (len === 126) {
+    if (buf.length - off < 4) return null;
+    len = buf.readUInt16BE(off + 2); head = 4;
+  } else if (len === 127) {
+    if (buf.length - off < 10) return null;
+    len = Number(buf.readBigUInt64BE(off + 2)); head = 10;
+  }
+  if (buf.length - off < head + len) return null;
+  return { fin: (b0 & 0x80) !== 0, opcode: b0 & 0x0f,
+           payload: buf.subarray(off + head, off + head + len), next: off + head + len };
+}
+
+function requestBytes(t) {
+  return Buffer.from(
+    `GET ${t.path} HTTP/1.1\r\nHost: ${t.host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n`
+    + `Sec-WebSocket-Key: ${WS_KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n`);
+}
+
+// A masked (all-zero key) client text frame.
+function textFrame(text) {
+  const payload = Buffer.from(text);
+  const n = payload.length;
+  let head;
+  if (n < 126) head = Buffer.from([0x81, 0x80 | n, 0, 0, 0, 0]);
+  else if (n < 65536) head = Buffer.from([0x81, 0x80 | 126, n >> 8, n & 0xff, 0, 0, 0, 0]);
+  else throw new Error('frame too large for this client');
+  return Buffer.concat([head, payload]);
+}
+
+// Check the server's handshake response at the start of buf: the offset after it, 0 while
+// incomplete, or an error string.
+function handshakeEnd(buf) {
+  const end = buf.indexOf('\r\n\r\n');
+  if (end < 0) return 0;
+  const head = buf.toString('latin1', 0, end);
+  if (!head.startsWith('HTTP/1.1 101')) return `handshake refused: ${head.split('\r\n')[0]}`;
+  const m = /\r\nsec-websocket-accept:\s*(\S+)/i.exec(head);
+  if (!m || m[1] !== WS_ACCEPT) return 'wrong Sec-WebSocket-Accept';
+  return end + 4;
+}
+
+// Open a session (handshake, hello, checked welcome); resolves with an object whose onText
+// (a function of the payload Buffer) gets every later text message, or with null.
+function openRaw(t, request) {
+  return new Promise((resolve) => {
+    const sess = { sock: null, onText: null, closing: false, send: null, close: null };
+    let state = 0, buf = null, off = 0, settled = false;
+    const done = (v) => { if (!settled) { settled = true; clearTimeout(timer); resolve(v); } };
+    const sock = net.connect(t.connect);
+    sess.sock = sock;
+    sess.send = (text) => sock.write(textFrame(text));
+    sess.close = () => { sess.closing = true; sock.destroy(); };
+    sock.setNoDelay(true);
+    const fail = (kind, detail) => {
+      error(kind, detail);
+      sess.closing = true;
+      sock.destroy();
+      done(null);
+    };
+    const timer = setTimeout(() => fail('open_timeout', `no welcome after 10 s (state ${state})`), 10000);
+    sock.on('connect', () => sock.write(request));
+    sock.on('data', (chunk) => {
+      if (buf !== null && off < buf.length) buf = Buffer.concat([buf.subarray(off), chunk]);
+      else buf = chunk;
+      off = 0;
+      if (state === 0) {
+        const end = handshakeEnd(buf);
+        if (end === 0) return;
+        if (typeof end === 'string') return fail('handshake', end);
+        off = end;
+        state = 1;
+        sock.write(HELLO_FRAME);
+      }
+      for (;;) {
+        const f = frameAt(buf, off);
+        if (f === null) return;
+        if (f.error) return fail('frame', f.error);
+        off = f.next;
+        if (f.opcode === 1 && f.fin) {
+          if (state === 2) {
+            sess.onText(f.payload);
+          } else {
+            let msg;
+            try { msg = JSON.parse(f.payload); } catch (e) { msg = null; }
+            const bad = checkWelcome(msg);
+            if (bad) return fail('welcome', bad);
+            state = 2;
+            done(sess);
+          }
+        } else if (f.opcode === 9) {
+          // a WebSocket ping: answer with a pong carrying the same payload
+          sock.write(Buffer.concat([Buffer.from([0x8a, 0x80 | f.payload.length, 0, 0, 0, 0]), f.payload]));
+        } else if (f.opcode === 8) {
+          const code = f.payload.length >= 2 ? f.payload.readUInt16BE(0) : null;
+          if (!sess.closing) error('unexpected_close', `close frame ${code}`);
+          sess.closing = true;
+          sock.destroy();
+          return done(null);
+        } else if (f.opcode !== 10) {
+          return fail('unexpected_frame', `opcode ${f.opcode}, fin ${f.fin}`);
+        }
+      }
+    });
+    sock.on('error', (e) => { if (!sess.closing) fail('socket', String(e)); });
+    sock.on('close', () => {
+      if (!sess.closing) error('unexpected_close', `TCP closed (state ${state})`);
+      done(null);
+    });
+  });
+}
+
+async function openRawMany(t, n, concurrency) {
+  const request = requestBytes(t);
+  const out = new Array(n);
+  let next = 0;
+  async function worker() {
+    while (next < n) {
+      const i = next++;
+      out[i] = await openRaw(t, request);
+    }
+  }
+  await Promise.all(Array.from({ length: Math.min(concurrency, n) }, worker));
+  return out;
+}
+
 // -- workloads --------------------------------------------------------------------------------
 
 async function callWorkload() {
@@ -389,54 +546,59 @@ async function fanoutWorkload() {
   const RING = 1024;
   const got = new Int32Array(RING);     // deliveries of publication k, at k % RING
   const sentAt = new Float64Array(RING);
+  const expected = new Array(RING);     // publication k as every subscriber must get it
   let published = 0, completed = 0, sending = true;
   let subscribed = 0;
   const subs = [];
   const expectedKeys = withSeq ? 4 : 3;
+  const SUBSCRIBED = '{"type":"result","id":1,"result":null}';
 
-  function makeHandler(i) {
-    return (data) => {
-      const s = subs[i];
-      const text = data.toString();
-      let k = s.last + 1;
-      // Fast path: exactly the next publication (and for wsservice the next seq)
-      const expected = withSeq
-        ? `{"type":"message","topic":"bench","data":${body(k)},"seq":${s.seq + 1}}`
-        : `{"type":"message","topic":"bench","data":${body(k)}}`;
-      if (text === expected && k <= published) {
+  function delivered(k) {
+    if (win.open && ++win.count >= cfg.max_count) win.stop();
+    const slot = k % RING;
+    if (++got[slot] === S) {
+      completed += 1;
+      if (win.open) lat.add(now() - sentAt[slot]);
+      if (sending) publish();
+    }
+  }
+
+  function makeHandler(s, i) {
+    return (payload) => {
+      const k = s.last + 1;
+      // Fast path: byte for byte the next publication; for wsservice also with the next seq
+      // (every subscriber subscribed before the first publication, so its seq is k)
+      if (k >= 1 && k <= published && (!withSeq || s.seq === s.last)
+          && payload.equals(expected[k % RING])) {
         s.last = k;
-        if (withSeq) s.seq += 1;
-      } else {
-        let msg;
-        try { msg = JSON.parse(text); } catch (e) { error('bad_json', text.slice(0, 100)); return; }
-        if (msg.type === 'result' && msg.id === 1 && msg.result === null && !s.subscribed) {
-          s.subscribed = true;
-          subscribed += 1;
-          return;
-        }
-        if (msg.type !== 'message' || msg.topic !== 'bench' || !msg.data) {
-          error('unexpected_message', text.slice(0, 200));
-          return;
-        }
-        k = msg.data.n;
-        if (k !== s.last + 1 || k > published) error('order', `subscriber ${i}: expected ${s.last + 1}, got ${k}`);
-        if (typeof k === 'number') s.last = k;
-        if (withSeq) {
-          if (msg.seq !== s.seq + 1) error('seq', `subscriber ${i}: expected ${s.seq + 1}, got ${msg.seq}`);
-          if (typeof msg.seq === 'number') s.seq = msg.seq;
-        }
-        if (Object.keys(msg).length !== expectedKeys || JSON.stringify(msg.data) !== body(k)) {
-          error('wrong_message', text.slice(0, 200));
-          return;
-        }
+        if (withSeq) s.seq = k;
+        delivered(k);
+        return;
       }
-      if (win.open && ++win.count >= cfg.max_count) win.stop();
-      const slot = k % RING;
-      if (++got[slot] === S) {
-        completed += 1;
-        if (win.open) lat.add(now() - sentAt[slot]);
-        if (sending) publish();
+      const text = payload.toString();
+      let msg;
+      try { msg = JSON.parse(text); } catch (e) { error('bad_json', text.slice(0, 100)); return; }
+      if (text === SUBSCRIBED && !s.subscribed) {
+        s.subscribed = true;
+        subscribed += 1;
+        return;
       }
+      if (msg.type !== 'message' || msg.topic !== 'bench' || !msg.data) {
+        error('unexpected_message', text.slice(0, 200));
+        return;
+      }
+      const n = msg.data.n;
+      if (n !== s.last + 1 || n > published) error('order', `subscriber ${i}: expected ${s.last + 1}, got ${n}`);
+      if (typeof n === 'number') s.last = n;
+      if (withSeq) {
+        if (msg.seq !== s.seq + 1) error('seq', `subscriber ${i}: expected ${s.seq + 1}, got ${msg.seq}`);
+        if (typeof msg.seq === 'number') s.seq = msg.seq;
+      }
+      if (Object.keys(msg).length !== expectedKeys || JSON.stringify(msg.data) !== body(n)) {
+        error('wrong_message', text.slice(0, 200));
+        return;
+      }
+      if (typeof n === 'number' && n >= 1 && n <= published) delivered(n);
     };
   }
 
@@ -446,73 +608,40 @@ async function fanoutWorkload() {
     const slot = k % RING;
     got[slot] = 0;
     sentAt[slot] = now();
+    expected[slot] = Buffer.from(withSeq
+      ? `{"type":"message","topic":"bench","data":${body(k)},"seq":${k}}`
+      : `{"type":"message","topic":"bench","data":${body(k)}}`);
     publisher.send(`{"type":"publish","topic":"bench","data":${body(k)}}`);
   }
 
-  const sockets = await openMany(S, 100, makeHandler);
-  for (let i = 0; i < S; i++) subs.push({ ws: sockets[i], subscribed: false, last: 0, seq: 0 });
-  if (sockets.some((ws) => !ws)) { closeAll(sockets); return { fatal: 'could not open every subscriber' }; }
-  for (const s of subs) s.ws.send('{"type":"subscribe","topic":"bench","id":1}');
+  const t = target();
+  const sessions = await openRawMany(t, S, 100);
+  const closeSubs = () => { for (const sess of sessions) if (sess) sess.close(); };
+  if (sessions.some((x) => !x)) { closeSubs(); return { fatal: 'could not open every subscriber' }; }
+  for (let i = 0; i < S; i++) {
+    const s = { sess: sessions[i], subscribed: false, last: 0, seq: 0 };
+    subs.push(s);
+    sessions[i].onText = makeHandler(s, i);
+  }
+  for (const s of subs) s.sess.send('{"type":"subscribe","topic":"bench","id":1}');
   if (!(await until(() => subscribed === S, 20))) {
     error('subscribe', `${S - subscribed} subscriptions unconfirmed after 20 s`);
-    closeAll(sockets);
+    closeSubs();
     return { fatal: 'subscriptions not confirmed' };
   }
   publisher = await openSession((data) => {
     error('publisher_got', String(data).slice(0, 200)); // it is not subscribed: nothing comes
   });
-  if (!publisher) { closeAll(sockets); return { fatal: 'could not open the publisher' }; }
+  if (!publisher) { closeSubs(); return { fatal: 'could not open the publisher' }; }
   for (let k = 0; k < P; k++) publish();
   await measure(win);
   sending = false;
   if (!(await until(() => completed === published, cfg.drain_timeout))) {
     error('undelivered', `${published - completed} publications incomplete ${cfg.drain_timeout} s after the window`);
   }
-  closeAll(sockets);
+  closeSubs();
   closeAll([publisher]);
   return { ...win.result('delivery'), publications: published, ...lat.summary() };
-}
-
-// Connection setup with a minimal client of its own (net + fixed handshake bytes): `ws`
-// costs the load generator about as much CPU per connection as the server, so it would be the
-// bottleneck here. Still checked: the 101 status and Sec-WebSocket-Accept, an unmasked text
-// frame holding a valid welcome, the server's close frame with 1000, then the TCP close.
-const net = require('net');
-const crypto = require('crypto');
-const WS_KEY = 'd3NzZXJ2aWNlLWJlbmNoLQ==';
-const WS_ACCEPT = crypto.createHash('sha1')
-  .update(WS_KEY + '258EAFA5-E914-47DA-95CA-C5AB0DC85B11').digest('base64');
-const HELLO = Buffer.from('{"type":"hello"}');
-// client frames are masked (RFC 6455): mask bit set, all-zero key, payload as is
-const HELLO_FRAME = Buffer.concat([Buffer.from([0x81, 0x80 | HELLO.length, 0, 0, 0, 0]), HELLO]);
-const CLOSE_FRAME = Buffer.from([0x88, 0x82, 0, 0, 0, 0, 0x03, 0xe8]);
-
-function target() {
-  if (URL_.startsWith('ws+unix:')) {
-    const rest = URL_.slice('ws+unix:'.length);
-    const i = rest.lastIndexOf(':');
-    return { connect: { path: rest.slice(0, i) }, path: rest.slice(i + 1), host: 'localhost' };
-  }
-  const u = new URL(URL_);
-  return { connect: { host: u.hostname, port: Number(u.port) }, path: u.pathname, host: u.host };
-}
-
-// One server frame from buf at offset: {opcode, payload, next} or null when incomplete.
-function frameAt(buf, off) {
-  if (buf.length - off < 2) return null;
-  const b0 = buf[off], b1 = buf[off + 1];
-  if (b1 & 0x80) return { error: 'masked server frame' };
-  let len = b1 & 0x7f, head = 2;
-  if (len === 126) {
-    if (buf.length - off < 4) return null;
-    len = buf.readUInt16BE(off + 2); head = 4;
-  } else if (len === 127) {
-    if (buf.length - off < 10) return null;
-    len = Number(buf.readBigUInt64BE(off + 2)); head = 10;
-  }
-  if (buf.length - off < head + len) return null;
-  return { fin: (b0 & 0x80) !== 0, opcode: b0 & 0x0f,
-           payload: buf.subarray(off + head, off + head + len), next: off + head + len };
 }
 
 async function connectWorkload() {
@@ -520,9 +649,7 @@ async function connectWorkload() {
   const win = new Window();
   const lat = new Latencies(Math.min(cfg.max_count + K, 1000000));
   const t = target();
-  const REQUEST = Buffer.from(
-    `GET ${t.path} HTTP/1.1\r\nHost: ${t.host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n`
-    + `Sec-WebSocket-Key: ${WS_KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n`);
+  const REQUEST = requestBytes(t);
   let running = true, active = 0;
 
   function once() {
@@ -542,13 +669,10 @@ async function connectWorkload() {
         buf = off < buf.length ? Buffer.concat([buf.subarray(off), chunk]) : chunk;
         off = 0;
         if (state === 0) {
-          const end = buf.indexOf('\r\n\r\n');
-          if (end < 0) return;
-          const head = buf.toString('latin1', 0, end);
-          if (!head.startsWith('HTTP/1.1 101')) return fail('handshake', head.split('\r\n')[0]);
-          const m = /\r\nsec-websocket-accept:\s*(\S+)/i.exec(head);
-          if (!m || m[1] !== WS_ACCEPT) return fail('handshake', 'wrong Sec-WebSocket-Accept');
-          off = end + 4;
+          const end = handshakeEnd(buf);
+          if (end === 0) return;
+          if (typeof end === 'string') return fail('handshake', end);
+          off = end;
           state = 1;
           sock.write(HELLO_FRAME);
         }
@@ -651,6 +775,12 @@ const WORKLOADS = {
   call: callWorkload, event: eventWorkload, fanout: fanoutWorkload,
   connect: connectWorkload, idle: idleWorkload,
 };
+
+process.on('uncaughtException', (e) => {
+  error('exception', e && e.stack ? e.stack : String(e));
+  process.stdout.write(JSON.stringify({ fatal: `exception: ${e}`, errors, examples }) + '\n',
+                       () => process.exit(2));
+});
 
 async function main() {
   const fn = WORKLOADS[cfg.workload];

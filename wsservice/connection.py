@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.interfaces import IDelayedCall
-from twisted.logger import Logger
+from .log import logger
 from twisted.python.failure import Failure
 
 from . import errors, wire
@@ -25,7 +25,7 @@ AWAITING_HELLO, AUTHENTICATING, OPEN, CLOSED = range(4)
 class Connection:
     """Feeds one connection's messages to the service; owns the hello timer and its state."""
 
-    _log = Logger()
+    _log = logger()
 
     def __init__(self, service: SessionService, link: Link, request: AuthRequest) -> None:
         self.service = service
@@ -156,6 +156,7 @@ class Connection:
             session = service.open(principal, self._meta, self.link)
         self.state = OPEN
         self.session = session
+        self._request = None  # the handshake's headers were for the authenticator only
         pending, self._pending = self._pending, []
         for payload in pending:
             if self.state != OPEN:

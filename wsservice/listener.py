@@ -10,7 +10,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort
 from twisted.internet.protocol import Factory
-from twisted.logger import Logger
+from .log import logger
 from twisted.python.failure import Failure
 
 _MODE = re.compile(r"(?<!\\):mode=")
@@ -39,7 +39,7 @@ def describe(port: IListeningPort, path: str, secure: bool) -> str:
 class ListenerService(Service):
     """Listens on one Twisted endpoint string while running; stops listening on stop."""
 
-    _log = Logger()
+    _log = logger()
 
     def __init__(self, description: str, factory: Factory | Callable[[], Factory],
                  reactor: Any = None, path: str = "/ws") -> None:

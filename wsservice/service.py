@@ -17,7 +17,7 @@ from twisted.internet.defer import (
     succeed,
 )
 from twisted.internet.interfaces import IReactorTime
-from twisted.logger import Logger
+from .log import logger
 from twisted.python.failure import Failure
 
 from . import errors, wire
@@ -41,7 +41,7 @@ class SessionService(Service):
     It knows nothing of WebSocket frames: a transport adapter feeds it through ``connect()``.
     """
 
-    _log = Logger()
+    _log = logger()
     name = "wsservice-sessions"
 
     def __init__(self, handlers: Iterable[Any] | Registry = (), settings: Settings | None = None,
@@ -161,11 +161,10 @@ class SessionService(Service):
                           secrets.token_urlsafe(_TOKEN_BYTES), label, principal, meta or {}, link)
         self.sessions[session.id] = session
         self.metrics.sessions_opened += 1
-        # the principal may carry claims or credentials: only its type at INFO
-        self._log.info("session {session} opened for a {kind} ({count} open)",
-                       session=label, kind=type(principal).__name__, count=len(self.sessions))
-        self._log.debug("session {session} principal: {principal!r}", session=label,
-                        principal=principal)
+        # Per-session lines are DEBUG: at thousands of sessions a second, INFO lines would
+        # cost more than the sessions. The principal may carry claims: only its type.
+        self._log.debug("session {session} opened for a {kind} ({count} open)",
+                        session=label, kind=type(principal).__name__, count=len(self.sessions))
         # welcome first: an observer may push or call at once, and the client must see
         # its welcome before anything else
         self.welcome(session)
@@ -202,7 +201,7 @@ class SessionService(Service):
             session.expiry = None
         session.link = link
         self.metrics.sessions_resumed += 1
-        self._log.info("session {session} resumed after seq {last} ({n} to replay)",
+        self._log.debug("session {session} resumed after seq {last} ({n} to replay)",
                        session=session.label, last=request.last_seq,
                        n=session.seq - request.last_seq)
         self.welcome(session, resumed=True)
@@ -228,8 +227,8 @@ class SessionService(Service):
         self.metrics.sessions_closed[reason] += 1
         if link is not None and code is not None:
             link.closeWith(code, text)
-        self._log.info("session {session} ended ({reason}; {count} open)",
-                       session=session.label, reason=reason, count=len(self.sessions))
+        self._log.debug("session {session} ended ({reason}; {count} open)",
+                        session=session.label, reason=reason, count=len(self.sessions))
         for observer in self.registry.observers:
             try:
                 observer.sessionClosed(session, reason)

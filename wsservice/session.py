@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall
-from twisted.logger import Logger
+from .log import logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -37,7 +37,7 @@ class Session:
     """One client session: identity, seq and replay buffer, calls in flight both ways,
     subscriptions, rate-limit bucket, and the attached link (None while resumable)."""
 
-    _log = Logger()
+    _log = logger()
 
     def __init__(self, service: SessionService, id: str, token: str, label: str,
                  principal: Any, meta: dict, link: Link | None) -> None:

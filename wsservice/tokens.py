@@ -20,7 +20,7 @@ import time
 from typing import Any, Callable
 
 import orjson
-from twisted.logger import Logger
+from .log import logger
 from zope.interface import implementer
 
 from .errors import ConfigurationError, Unauthorized
@@ -42,7 +42,7 @@ def _b64decode(text: str) -> bytes:
 class HMACAuthenticator:
     """Accepts unexpired tokens signed with a shared secret; the principal is their claims."""
 
-    _log = Logger()
+    _log = logger()
 
     def __init__(self, secret: bytes, now: Callable[[], float] = time.time) -> None:
         if len(secret) < MIN_SECRET_BYTES:

@@ -9,12 +9,12 @@ from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerPr
 from autobahn.websocket.compress import PerMessageDeflateOffer, PerMessageDeflateOfferAccept
 from autobahn.websocket.types import ConnectionDeny
 from twisted.internet import tcp
-from twisted.logger import Logger
+from .log import logger
 
-from . import errors, masking
+from . import errors, speedups
 from .origin import OriginPolicy
 
-masking.install()
+speedups.install()
 
 if TYPE_CHECKING:
     from .connection import Connection
@@ -98,7 +98,7 @@ class _ExactTimers:
 class WebSocketProtocol(WebSocketServerProtocol):
     """One WebSocket connection: checks the handshake, then relays text messages."""
 
-    _log = Logger()
+    _log = logger()
     factory: WebSocketFactory
     _connection: Connection | None = None
     _request: Any = None
@@ -139,6 +139,9 @@ class WebSocketProtocol(WebSocketServerProtocol):
             transport.registerProducer(self, True)
         except Exception:
             self._log.failure("cannot watch the transport's buffer: no send-queue limit here")
+        # the handshake's raw request and parsed headers are not needed any more: an idle
+        # connection should not carry them for its whole life
+        self.http_request_data = self.http_headers = self.http_request_params = None
         self._plain = self._perMessageCompress is None and not self.autoFragmentSize
         # plain TCP and unix transports (not TLS, not test transports) have a socket to send to
         self._direct = isinstance(self.transport, tcp.Connection)
@@ -338,6 +341,14 @@ class WebSocketFactory(WebSocketServerFactory):
             autoPingInterval=settings.heartbeat,
             autoPingTimeout=settings.heartbeat,
         )
+        # Autobahn copies every setting from the factory onto each new protocol instance
+        # unless the class already has it: ~30 entries in every connection's __dict__. A
+        # class per factory holding them once keeps idle connections small.
+        attrs = {}
+        for name in self.protocol.CONFIG_ATTRS:
+            value = getattr(self, name)
+            attrs[name] = staticmethod(value) if callable(value) else value
+        self.protocol = type(self.protocol.__name__, (self.protocol,), attrs)
 
 
 class EchoProtocol(WebSocketProtocol):

@@ -1,13 +1,17 @@
-"""A cheap XOR unmasker for the small frames clients send, installed into Autobahn.
+"""Two costs Autobahn pays per frame and per connection, removed (installed at import).
 
-RFC 6455 makes clients mask every frame. Autobahn builds a native (NVX, cffi) masker per
-frame, and building it (an import, two cffi allocations, a finalizer) costs more than
-unmasking a small payload: profiled, about a fifth of the server's time on a call workload.
-For frames up to SMALL bytes a Python integer XOR is cheaper; larger frames keep Autobahn's
-SIMD masker.
+- Unmasking: RFC 6455 makes clients mask every frame, and Autobahn builds a native (NVX,
+  cffi) masker per frame; building it (an import, two cffi allocations, a finalizer) costs
+  more than unmasking a small payload: profiled, about a fifth of the server's time on a
+  call workload. For frames up to SMALL bytes a Python integer XOR is cheaper; larger
+  frames keep Autobahn's SIMD masker.
+- Every new connection pretty-printed its ~30 settings for a DEBUG line that is then
+  dropped; pformat now defers the work until a line is really written.
 """
 
 from __future__ import annotations
+
+import pprint
 
 import autobahn.websocket.protocol as _protocol
 
@@ -53,6 +57,19 @@ def create_xor_masker(mask: bytes, length: int | None = None) -> object:
     return _original(mask, length)
 
 
+class LazyFormat:
+    """pprint.pformat(value), computed only if the log line is written."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: object) -> None:
+        self._value = value
+
+    def __str__(self) -> str:
+        return pprint.pformat(self._value)
+
+
 def install() -> None:
-    """Make Autobahn's frame parser use create_xor_masker (idempotent)."""
+    """Make Autobahn use create_xor_masker and LazyFormat (idempotent)."""
     _protocol.create_xor_masker = create_xor_masker
+    _protocol.pformat = LazyFormat

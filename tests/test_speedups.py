@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from wsservice.masking import SMALL, SmallMasker, create_xor_masker
+from wsservice.speedups import SMALL, LazyFormat, SmallMasker, create_xor_masker
 
 
 def reference(mask: bytes, data: bytes) -> bytes:
@@ -37,3 +37,12 @@ class MaskerTests(SynchronousTestCase):
         self.assertNotIsInstance(create_xor_masker(b"abcd", SMALL + 1), SmallMasker)
         big = create_xor_masker(b"abcd", 100000)
         self.assertEqual(big.process(b"\x00" * 8), b"abcdabcd")
+
+
+class LazyFormatTests(SynchronousTestCase):
+    """The deferred pformat gives the same text when it is finally needed."""
+
+    def test_same_text(self) -> None:
+        import pprint
+        value = [("maxMessagePayloadSize", 1048576, "WebSocketFactory")] * 3
+        self.assertEqual(str(LazyFormat(value)), pprint.pformat(value))
