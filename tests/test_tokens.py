@@ -123,3 +123,27 @@ class CommandLineTests(SynchronousTestCase):
         self.addCleanup(globalLogPublisher.removeObserver, seen.append)
         HMACAuthenticator.fromFile(self.secret_file(mode=0o644))
         self.assertTrue(any("readable by others" in e.get("log_format", "") for e in seen))
+
+
+class NoDebugByDefaultTests(SynchronousTestCase):
+    """wsservice's DEBUG events (session lines) never reach the log unless asked for."""
+
+    def test_session_lines_filtered(self) -> None:
+        from twisted.logger import LogLevel, globalLogPublisher
+
+        from wsservice import log
+
+        seen: list = []
+        globalLogPublisher.addObserver(seen.append)
+        self.addCleanup(globalLogPublisher.removeObserver, seen.append)
+        auth = HMACAuthenticator(SECRET)
+        c = ServiceHarness([DemoApp()], authenticator=auth).connect()
+        c.hello(auth=auth.mint("erin", 60, secret_claim="do-not-log"))
+        c.send({"type": "bye"})
+        self.assertEqual([e for e in seen if e.get("log_level") == LogLevel.debug], [])
+        self.assertNotIn("do-not-log", repr(seen))
+        log.setDebug(True)
+        self.addCleanup(log.setDebug, False)
+        c = ServiceHarness([DemoApp()], authenticator=auth).connect()
+        c.hello(auth=auth.mint("erin", 60))
+        self.assertTrue([e for e in seen if e.get("log_level") == LogLevel.debug])
