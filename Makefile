@@ -31,7 +31,7 @@ install: $(VENV)/.installed
 
 run: install
 	@echo "==> starting: $(BIN)/twistd -n wsservice $(ARGS)   (Ctrl-C stops it)"
-	@echo "==> demo page: http://127.0.0.1:8080/   WebSocket: ws://127.0.0.1:8080/ws"
+	@echo "==> with the default listener: demo page http://127.0.0.1:8080/, WebSocket ws://127.0.0.1:8080/ws"
 	$(BIN)/twistd -n --pidfile= wsservice $(ARGS)
 
 test: install
