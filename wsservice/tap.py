@@ -17,34 +17,17 @@ DEFAULT_HANDLER = "wsservice.demo:DemoApp"
 _DEFAULTS = Settings()
 
 
-def _positive(kind: Callable[[str], Any]) -> Callable[[str], Any]:
+def _number(kind: Callable[[str], Any], zero: bool = False) -> Callable[[str], Any]:
+    """A coerce function: a finite ``kind`` (int or float) > 0, or >= 0 when ``zero``."""
+    noun = "number" if kind is float else "whole number"
+
     def coerce(text: str) -> Any:
         value = kind(text)
-        if not 0 < value < float("inf"):
-            raise ValueError(f"must be greater than 0, got {text}")
+        if not (0 <= value if zero else 0 < value) or value == float("inf"):
+            raise ValueError(f"must be a finite {noun} {'>=' if zero else '>'} 0, got {text}")
         return value
-    coerce.coerceDoc = f"A {'number' if kind is float else 'whole number'} > 0."  # type: ignore
+    coerce.coerceDoc = f"A {noun} {'>=' if zero else '>'} 0."  # type: ignore[attr-defined]
     return coerce
-
-
-def _non_negative(kind: Callable[[str], Any]) -> Callable[[str], Any]:
-    def coerce(text: str) -> Any:
-        value = kind(text)
-        if not 0 <= value < float("inf"):
-            raise ValueError(f"must be 0 or more, got {text}")
-        return value
-    coerce.coerceDoc = "A number >= 0."  # type: ignore[attr-defined]
-    return coerce
-
-
-def _non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise ValueError(f"must be 0 or more, got {text}")
-    return value
-
-
-_non_negative_int.coerceDoc = "A whole number >= 0."  # type: ignore[attr-defined]
 
 
 class Options(usage.Options):
@@ -62,41 +45,41 @@ class Options(usage.Options):
          "IAuthenticator (default: everyone is anonymous)."],
         ["hello-timeout", None, _DEFAULTS.hello_timeout,
          "Seconds a client has to send hello after the handshake (else close 4408).",
-         _positive(float)],
+         _number(float)],
         ["max-message-size", None, _DEFAULTS.max_message_size,
-         "Largest message accepted, in bytes (else close 1009).", _positive(int)],
+         "Largest message accepted, in bytes (else close 1009).", _number(int)],
         ["max-depth", None, _DEFAULTS.max_depth,
-         "Deepest JSON nesting accepted (the top-level object is 1).", _positive(int)],
+         "Deepest JSON nesting accepted (the top-level object is 1).", _number(int)],
         ["max-inflight-calls", None, _DEFAULTS.max_inflight_calls,
-         "Client calls a session may have in flight at once.", _positive(int)],
+         "Client calls a session may have in flight at once.", _number(int)],
         ["call-timeout", None, _DEFAULTS.call_timeout,
-         "Seconds a call may take, either direction (else error 'timeout').", _positive(float)],
+         "Seconds a call may take, either direction (else error 'timeout').", _number(float)],
         ["max-bad-messages", None, _DEFAULTS.max_bad_messages,
          "Bad messages answered per session before the connection is closed 4400.",
-         _non_negative_int],
+         _number(int, zero=True)],
         ["max-sessions", None, _DEFAULTS.max_sessions,
-         "Sessions at once; past it new connections are closed 1013.", _positive(int)],
+         "Sessions at once; past it new connections are closed 1013.", _number(int)],
         ["max-subscriptions", None, _DEFAULTS.max_subscriptions,
-         "Topics one session may subscribe to.", _positive(int)],
+         "Topics one session may subscribe to.", _number(int)],
         ["resume-ttl", None, _DEFAULTS.resume_ttl,
          "Seconds a session whose connection was lost stays resumable (0: resume off).",
-         _non_negative(float)],
+         _number(float, zero=True)],
         ["replay-limit", None, _DEFAULTS.replay_limit,
-         "Pushed messages kept per session for replay on resume.", _positive(int)],
+         "Pushed messages kept per session for replay on resume.", _number(int)],
         ["replay-bytes", None, _DEFAULTS.replay_bytes,
-         "Bytes of pushed messages kept per session for replay on resume.", _positive(int)],
+         "Bytes of pushed messages kept per session for replay on resume.", _number(int)],
         ["rate", None, _DEFAULTS.rate,
-         "Messages per second a session may send (token bucket refill).", _positive(float)],
+         "Messages per second a session may send (token bucket refill).", _number(float)],
         ["burst", None, _DEFAULTS.burst,
-         "Messages a session may send at once (token bucket size).", _positive(int)],
+         "Messages a session may send at once (token bucket size).", _number(int)],
         ["heartbeat", None, _DEFAULTS.heartbeat,
          "Seconds between WebSocket pings; no pong within as long again drops the "
-         "connection (the session stays resumable).", _positive(float)],
+         "connection (the session stays resumable).", _number(float)],
         ["max-send-queue", None, _DEFAULTS.max_send_queue,
          "Bytes that may wait to be written to one connection; past it close 4508.",
-         _positive(int)],
+         _number(int)],
         ["drain-timeout", None, _DEFAULTS.drain_timeout,
-         "Seconds a graceful shutdown waits for connections to close.", _positive(float)],
+         "Seconds a graceful shutdown waits for connections to close.", _number(float)],
     ]
 
     optFlags = [
