@@ -40,14 +40,12 @@ class Connection:
         self._meta: dict | None = None
         self._resume: wire.Resume | None = None
         if not service.running:
-            self.state = CLOSED
-            link.closeWith(errors.CLOSE_GOING_AWAY, "server shutting down")
+            self.close(errors.CLOSE_GOING_AWAY, "server shutting down")
             return
         # Connections are bounded like sessions: a flood that never says hello cannot grow
         # past max_sessions either. (A full server still lets existing sessions resume.)
         if len(service.connections) >= service.settings.max_sessions:
-            self.state = CLOSED
-            link.closeWith(errors.CLOSE_TRY_AGAIN_LATER, "server full, try again later")
+            self.close(errors.CLOSE_TRY_AGAIN_LATER, "server full, try again later")
             return
         service.connections.add(self)
         self._hello_timer = service.clock.callLater(service.settings.hello_timeout,
@@ -176,22 +174,17 @@ class Connection:
         self._refuse(errors.UNAUTHORIZED, message, errors.CLOSE_UNAUTHORIZED)
 
     def _refuse(self, code: str, message: str, close: int) -> None:
-        self._stop_timer()
-        self.state = CLOSED
-        self._pending = []
+        """Answer an error (there is no session to answer through yet), then close."""
         self.service.metrics.errors[code] += 1
         self.service.metrics.messages_out["error"] += 1
         self.link.sendText(wire.encode_error(code, message))
-        self.link.closeWith(close, message)
+        self.close(close, message)
 
     def _hello_timed_out(self) -> None:
         self._hello_timer = None
         if self.state in (AWAITING_HELLO, AUTHENTICATING):
-            reason = "no hello in time" if self.state == AWAITING_HELLO else \
-                "authentication took too long"
-            self.state = CLOSED
-            self._pending = []
-            self.link.closeWith(errors.CLOSE_HELLO_TIMEOUT, reason)
+            self.close(errors.CLOSE_HELLO_TIMEOUT, "no hello in time"
+                       if self.state == AWAITING_HELLO else "authentication took too long")
 
     def _stop_timer(self) -> None:
         if self._hello_timer is not None:

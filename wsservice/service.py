@@ -333,19 +333,20 @@ class SessionService(Service):
                           f"at most {self.settings.max_inflight_calls} calls may be in flight",
                           None, call_id)
             return
-        started = self.clock.seconds()
+        # receive() just read the clock for the rate limit: the call started then
+        started = session.filled
         try:
             result = handler(session, msg.params)
         except Exception:
             session.fail(call_id, Failure(), f"call {msg.method!r}")
-            self.metrics.observe_call(self.clock.seconds() - started)
+            self.metrics.observe_call(self._seconds() - started)
             return
         if iscoroutine(result):
             result = Deferred.fromCoroutine(result)
         if not isinstance(result, Deferred):
             # The common fast path: a plain value, answered at once with no Deferred or timer.
             session.reply(call_id, result)
-            self.metrics.observe_call(self.clock.seconds() - started)
+            self.metrics.observe_call(self._seconds() - started)
             return
         if not result.called:
             # only a call still running needs a slot and a timer
@@ -355,7 +356,7 @@ class SessionService(Service):
         def done(value: Any) -> None:
             if inflight.get(call_id) is result:
                 del inflight[call_id]
-            self.metrics.observe_call(self.clock.seconds() - started)
+            self.metrics.observe_call(self._seconds() - started)
             if isinstance(value, Failure):
                 if value.check(TimeoutError):
                     session.error(errors.TIMEOUT, f"{msg.method!r} took longer than "

@@ -18,14 +18,18 @@ if TYPE_CHECKING:
     from .service import SessionService
 
 
-class HealthResource(Resource):
-    """``GET /healthz``: 200 with the session count while serving, 503 when not."""
+class _ServiceResource(Resource):
+    """A leaf resource that reports on a SessionService."""
 
     isLeaf = True
 
     def __init__(self, service: SessionService) -> None:
         super().__init__()
         self.service = service
+
+
+class HealthResource(_ServiceResource):
+    """``GET /healthz``: 200 with the session count while serving, 503 when not."""
 
     def render_GET(self, request: Request) -> bytes:
         """Answer the health probe."""
@@ -37,14 +41,8 @@ class HealthResource(Resource):
                              "sessions": len(self.service.sessions), "version": __version__})
 
 
-class MetricsResource(Resource):
+class MetricsResource(_ServiceResource):
     """``GET /metrics``: the service's metrics in Prometheus text format."""
-
-    isLeaf = True
-
-    def __init__(self, service: SessionService) -> None:
-        super().__init__()
-        self.service = service
 
     def render_GET(self, request: Request) -> bytes:
         """Render every metric."""
