@@ -453,7 +453,7 @@ class LoadingTests(SynchronousTestCase):
         e = self.assertRaises(usage.UsageError, twistd_service,
                               "--handler", "examples.chat:ChatApp",
                               "--handler", "examples.chat:ChatApp")
-        self.assertIn("'join' is served twice", str(e))
+        self.assertIn("call 'join' is already served by", str(e))
 
     def test_makeService_duplicate_names_rejected(self) -> None:
         from wsservice import makeService

@@ -110,58 +110,96 @@ class OptionsValuesTests(SynchronousTestCase):
 
 
 class OptionsInvalidTests(SynchronousTestCase):
-    def assertUsageError(self, *args: str) -> usage.UsageError:
-        return self.assertRaises(usage.UsageError, parse, *args)
+    """Each bad value is an OptionError whose one line names the option, the value and the
+    problem (so an unknown option or any other UsageError cannot pass for it)."""
+
+    def assertMistake(self, line: str, *args: str) -> None:
+        e = self.assertRaises(tap.OptionError, parse, *args)
+        self.assertEqual(str(e), line)
+
+    def assertBounds(self, option: str, value: str, problem: str) -> None:
+        e = self.assertRaises(tap.OptionError, parse, option, value)
+        self.assertTrue(str(e).startswith(f"{option} {value}: {problem}; e.g. {option} "), e)
 
     def test_helloTimeoutZero(self) -> None:
-        self.assertUsageError("--hello-timeout", "0")
+        self.assertBounds("--hello-timeout", "0", "must be a finite number > 0")
 
     def test_helloTimeoutNotANumber(self) -> None:
-        self.assertUsageError("--hello-timeout", "abc")
+        self.assertBounds("--hello-timeout", "abc", "not a number")
 
     def test_helloTimeoutNegative(self) -> None:
-        self.assertUsageError("--hello-timeout", "-1")
+        self.assertBounds("--hello-timeout", "-1", "must be a finite number > 0")
 
     def test_maxMessageSizeNegative(self) -> None:
-        self.assertUsageError("--max-message-size", "-1")
+        self.assertMistake("--max-message-size -1: must be a whole number >= 1; "
+                           "e.g. --max-message-size 1048576 (the default)",
+                           "--max-message-size", "-1")
 
     def test_maxMessageSizeNotInteger(self) -> None:
-        self.assertUsageError("--max-message-size", "1.5")
+        self.assertBounds("--max-message-size", "1.5", "not a whole number")
 
     def test_maxDepthZero(self) -> None:
-        self.assertUsageError("--max-depth", "0")
+        self.assertBounds("--max-depth", "0", "must be a whole number from 1 to 1000")
 
     def test_maxInflightCallsZero(self) -> None:
-        self.assertUsageError("--max-inflight-calls", "0")
+        self.assertBounds("--max-inflight-calls", "0", "must be a whole number >= 1")
 
     def test_maxBadMessagesNegative(self) -> None:
-        self.assertUsageError("--max-bad-messages", "-1")
+        self.assertBounds("--max-bad-messages", "-1", "must be a whole number >= 0")
 
     def test_maxSessionsZero(self) -> None:
-        self.assertUsageError("--max-sessions", "0")
+        self.assertBounds("--max-sessions", "0", "must be a whole number >= 1")
 
     def test_callTimeoutNotANumber(self) -> None:
-        self.assertUsageError("--call-timeout", "x")
+        self.assertBounds("--call-timeout", "x", "not a number")
 
     def test_callTimeoutNaN(self) -> None:
-        self.assertUsageError("--call-timeout", "nan")
+        self.assertBounds("--call-timeout", "nan", "must be a finite number > 0")
+
+    def test_everySettingsOptionIsChecked(self) -> None:
+        """The table: every numeric Settings field is an option refusing 'x' and '-1'."""
+        from wsservice.config import bounds, kind, option_fields
+        numeric = [f for f in option_fields() if kind(f) is not str]
+        self.assertEqual(len(numeric), 16)
+        for spec in numeric:
+            option = "--" + spec.name.replace("_", "-")
+            self.assertBounds(option, "x", "not a whole number" if kind(spec) is int
+                              else "not a number")
+            self.assertBounds(option, "-1", f"must be {bounds(spec)}")
 
     def test_bogusListen(self) -> None:
-        e = self.assertUsageError("--listen", "bogus:1")
-        self.assertIn("bogus:1", str(e))
+        e = self.assertRaises(tap.OptionError, parse, "--listen", "bogus:1")
+        self.assertTrue(str(e).startswith("--listen bogus:1: unknown endpoint type 'bogus'"), e)
 
     def test_badTcpPort(self) -> None:
-        self.assertUsageError("--listen", "tcp:notaport")
+        e = self.assertRaises(tap.OptionError, parse, "--listen", "tcp:notaport")
+        self.assertTrue(str(e).startswith("--listen tcp:notaport: not a valid tcp: endpoint"), e)
 
     def test_pathWithoutSlash(self) -> None:
-        e = self.assertUsageError("--path", "ws")
-        self.assertIn("ws", str(e))
+        self.assertMistake("--path ws: must start with '/' and name a resource; e.g. --path /ws",
+                           "--path", "ws")
 
     def test_pathRoot(self) -> None:
-        self.assertUsageError("--path", "/")
+        self.assertMistake("--path /: must start with '/' and name a resource; e.g. --path /ws",
+                           "--path", "/")
 
     def test_unknownOption(self) -> None:
-        self.assertUsageError("--no-such-option", "1")
+        self.assertMistake("--no-such-option: unknown option; "
+                           "'twistd wsservice --help' lists the options",
+                           "--no-such-option", "1")
+
+    def test_underTwistdOneLineAndExit(self) -> None:
+        """With a parent (twistd's ServerOptions) the error is one line on stderr, exit 2."""
+        from io import StringIO
+        import sys
+        err = StringIO()
+        self.patch(sys, "__stderr__", err)
+        options = tap.Options()
+        options.parent = usage.Options()
+        e = self.assertRaises(SystemExit, options.parseOptions, ["--max-depth", "0"])
+        self.assertEqual(e.code, 2)
+        self.assertEqual(err.getvalue(), "wsservice: --max-depth 0: must be a whole number "
+                                         "from 1 to 1000; e.g. --max-depth 32 (the default)\n")
 
 
 class MakeServiceTests(SynchronousTestCase):

@@ -11,7 +11,7 @@ from .config import Settings
 from .listener import ListenerService
 from .registry import Registry
 from .service import SessionService
-from .web import check_resources, makeSite
+from .web import check_resources, makeSite, serves_page
 
 DEFAULT_LISTEN = "tcp:8080:interface=127.0.0.1"
 
@@ -26,7 +26,7 @@ class WSService(MultiService):
 
     def __init__(self, sessions: SessionService, reactor: Any = None) -> None:
         super().__init__()
-        check_resources(sessions)
+        check_resources(sessions.registry.resources, sessions.settings.path)
         self.sessions = sessions
         self.listeners: list[ListenerService] = []
         self._reactor = reactor
@@ -48,7 +48,8 @@ class WSService(MultiService):
         def site() -> Any:
             return makeSite(sessions, description, listener.secure, reactor)
 
-        listener = ListenerService(description, site, reactor, sessions.settings.path)
+        listener = ListenerService(description, site, reactor, sessions.settings.path,
+                                   serves_page(sessions.registry.resources))
         listener.setServiceParent(self)
         self.listeners.append(listener)
         return listener

@@ -1,8 +1,15 @@
-"""Settings: every limit and timer of the service, with protocol.md's defaults."""
+"""Settings: every limit and timer of the service, with protocol.md's defaults.
+
+The fields are the one table of settings: each option field's metadata carries the help
+text and the bounds that both ``Settings`` validation and the twistd options (``tap.py``)
+use, so a setting is spelled out once.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field, fields
+from typing import Any
 
 from .origin import OriginPolicy
 
@@ -10,28 +17,71 @@ MiB = 1024 * 1024
 MAX_DEPTH = 1000  # orjson refuses nesting past 1024 whatever we allow
 
 
+class SettingError(ValueError):
+    """A setting's value is out of bounds; ``name`` is the field, ``problem`` says why."""
+
+    def __init__(self, name: str, value: Any, problem: str) -> None:
+        super().__init__(f"{name} {problem}, got {value!r}")
+        self.name = name
+        self.value = value
+        self.problem = problem
+
+
+def _option(default: Any, help: str, low: float | None = None, low_open: bool = False,
+            high: float | None = None, unit: str = "") -> Any:
+    """A field that is also a twistd option: its help, bounds and unit live in metadata."""
+    return field(default=default, metadata={
+        "help": help, "low": low, "low_open": low_open, "high": high, "unit": unit})
+
+
+def _seconds(default: float, help: str, zero: bool = False) -> Any:
+    return _option(default, help, low=0, low_open=not zero, unit="s")
+
+
+def _count(default: int, help: str, zero: bool = False, high: int | None = None,
+           unit: str = "") -> Any:
+    return _option(default, help, low=0 if zero else 1, high=high, unit=unit)
+
+
 @dataclass(frozen=True)
 class Settings:
     """The service's limits and timers; defaults are exactly protocol.md's."""
 
-    path: str = "/ws"
+    path: str = _option("/ws", "HTTP path of the WebSocket endpoint.")
     allowed_origins: tuple[str, ...] = ()
-    hello_timeout: float = 10.0
-    max_message_size: int = 1 * MiB
-    max_depth: int = 32
-    max_inflight_calls: int = 64
-    call_timeout: float = 30.0
-    max_bad_messages: int = 20
-    heartbeat: float = 25.0
-    max_sessions: int = 10000
-    max_subscriptions: int = 100
-    resume_ttl: float = 60.0
-    replay_limit: int = 1000
-    replay_bytes: int = 1 * MiB
-    rate: float = 200.0
-    burst: int = 400
-    max_send_queue: int = 4 * MiB
-    drain_timeout: float = 10.0
+    hello_timeout: float = _seconds(
+        10.0, "Seconds a client has to send hello after the handshake (else close 4408).")
+    max_message_size: int = _count(
+        1 * MiB, "Largest message accepted, in bytes (else close 1009).", unit="bytes")
+    max_depth: int = _count(
+        32, "Deepest JSON nesting accepted (the top-level object is 1).", high=MAX_DEPTH)
+    max_inflight_calls: int = _count(64, "Client calls a session may have in flight at once.")
+    call_timeout: float = _seconds(
+        30.0, "Seconds a call may take, either direction (else error 'timeout').")
+    max_bad_messages: int = _count(
+        20, "Bad messages answered per session before the connection is closed 4400.",
+        zero=True)
+    heartbeat: float = _seconds(
+        25.0, "Seconds between WebSocket pings; no pong within as long again drops the "
+        "connection (the session stays resumable).")
+    max_sessions: int = _count(
+        10000, "Sessions at once; past it new connections are closed 1013.")
+    max_subscriptions: int = _count(100, "Topics one session may subscribe to.")
+    resume_ttl: float = _seconds(
+        60.0, "Seconds a session whose connection was lost stays resumable (0: resume off).",
+        zero=True)
+    replay_limit: int = _count(1000, "Pushed messages kept per session for replay on resume.")
+    replay_bytes: int = _count(
+        1 * MiB, "Bytes of pushed messages kept per session for replay on resume.",
+        unit="bytes")
+    rate: float = _option(200.0, "Messages per second a session may send (token bucket "
+                          "refill).", low=0, low_open=True, unit="/s")
+    burst: int = _count(400, "Messages a session may send at once (token bucket size).")
+    max_send_queue: int = _count(
+        4 * MiB, "Bytes that may wait to be written to one connection; past it close 4508.",
+        unit="bytes")
+    drain_timeout: float = _seconds(
+        10.0, "Seconds a graceful shutdown waits for connections to close.")
     # Serve /echo (text and binary echo, same WebSocket stack) for the Autobahn Testsuite.
     conformance_echo: bool = False
     # Messages held while an asynchronous authenticator decides on a hello.
@@ -39,19 +89,39 @@ class Settings:
 
     def __post_init__(self) -> None:
         if not self.path.startswith("/") or self.path == "/":
-            raise ValueError(f"path must start with '/' and name a resource, not {self.path!r}")
-        for name in ("hello_timeout", "call_timeout", "heartbeat", "rate", "drain_timeout"):
-            if not 0 < getattr(self, name) < float("inf"):
-                raise ValueError(f"{name} must be a finite number > 0")
-        if not 0 <= self.resume_ttl < float("inf"):
-            raise ValueError("resume_ttl must be >= 0 (0 turns resume off)")
-        for name in ("max_message_size", "max_depth", "max_inflight_calls", "max_sessions",
-                     "max_subscriptions", "replay_limit", "replay_bytes", "burst",
-                     "max_send_queue"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1")
+            raise SettingError("path", self.path, "must start with '/' and name a resource")
+        for spec in option_fields():
+            check(spec.name, getattr(self, spec.name))
         OriginPolicy(self.allowed_origins)  # raises ValueError on a malformed pattern
-        if self.max_depth > MAX_DEPTH:
-            raise ValueError(f"max_depth must be <= {MAX_DEPTH} (the JSON parser's own limit)")
-        if self.max_bad_messages < 0:
-            raise ValueError("max_bad_messages must be >= 0")
+
+
+def option_fields() -> list[Any]:
+    """The Settings fields that are options (they have help text), in declaration order."""
+    return [f for f in fields(Settings) if "help" in f.metadata]
+
+
+def kind(spec: Any) -> type:
+    """The Python type of a field: int, float or str (annotations are strings here)."""
+    return {"int": int, "float": float, "str": str}[str(spec.type)]
+
+
+def bounds(spec: Any) -> str:
+    """The accepted values of a numeric field, in words: 'a whole number >= 1'."""
+    noun = "a whole number" if kind(spec) is int else "a finite number"
+    m = spec.metadata
+    if m["high"] is not None:
+        return f"{noun} from {m['low']:g} to {m['high']:g}"
+    return f"{noun} {'>' if m['low_open'] else '>='} {m['low']:g}"
+
+
+def check(name: str, value: Any) -> None:
+    """Raise SettingError unless ``value`` is within the bounds of field ``name``."""
+    spec = next(f for f in fields(Settings) if f.name == name)
+    if kind(spec) is str:
+        return
+    m = spec.metadata
+    number = kind(spec) is int and type(value) is int or \
+        kind(spec) is float and type(value) in (int, float) and math.isfinite(value)
+    if not number or value < m["low"] or (m["low_open"] and value == m["low"]) \
+            or (m["high"] is not None and value > m["high"]):
+        raise SettingError(name, value, f"must be {bounds(spec)}")

@@ -2,38 +2,36 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any, Callable
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.endpoints import serverFromString
+from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IListeningPort
 from twisted.internet.protocol import Factory
-from .log import logger
 from twisted.python.failure import Failure
 
-_MODE = re.compile(r"(?<!\\):mode=")
+from . import endpoints
+from .endpoints import ListenError, private_unix
+from .log import logger
+
+__all__ = ["ListenError", "ListenerService", "describe", "private_unix"]
 
 
-def private_unix(description: str) -> str:
-    """Give a ``unix:`` endpoint ``mode=600`` unless it names a mode itself."""
-    if description.startswith("unix:") and not _MODE.search(description):
-        return description + ":mode=600"
-    return description
-
-
-def describe(port: IListeningPort, path: str, secure: bool) -> str:
-    """A human-readable URL for where a port listens (for logs and tests)."""
+def describe(port: IListeningPort, path: str, secure: bool, page: bool = False) -> str:
+    """A human-readable URL for where a port listens (for logs and tests); ``page`` adds the
+    HTTP URL of ``/`` (a handler serves a page there, e.g. the demo)."""
     host = port.getHost()
     scheme = "wss" if secure else "ws"
     if hasattr(host, "port"):
         address = f"[{host.host}]" if ":" in host.host else host.host
-        return f"{scheme}://{address}:{host.port}{path}"
+        url = f"{scheme}://{address}:{host.port}{path}"
+        return url + (f", page http{scheme[2:]}://{address}:{host.port}/" if page else "")
     name = getattr(host, "name", host)
     if isinstance(name, bytes):
         name = name.decode("utf-8", "replace")
-    return f"{scheme} over unix socket {name}, path {path}"
+    page_note = ", page at / on the same socket" if page else ""
+    return f"{scheme} over unix socket {name}, path {path}{page_note}"
 
 
 class ListenerService(Service):
@@ -42,15 +40,16 @@ class ListenerService(Service):
     _log = logger()
 
     def __init__(self, description: str, factory: Factory | Callable[[], Factory],
-                 reactor: Any = None, path: str = "/ws") -> None:
+                 reactor: Any = None, path: str = "/ws", page: bool = False) -> None:
         if reactor is None:
             from twisted.internet import reactor as default_reactor
             reactor = default_reactor
         self.description = description
         self.secure = description.split(":", 1)[0] == "ssl"
-        self.endpoint = serverFromString(reactor, private_unix(description))
+        self.endpoint = endpoints.parse(reactor, description)  # ListenError if unusable
         self._factory = factory
         self._path = path
+        self._page = page
         self.port: IListeningPort | None = None
         self.whenListening: Deferred[IListeningPort] = Deferred()
         self._listening: Deferred | None = None
@@ -73,15 +72,26 @@ class ListenerService(Service):
         failures: list[Failure] = []
         d.addCallbacks(self._listened, failures.append)
         if failures:
-            # Fail start-up loudly (twistd exits with the reason) rather than run deaf.
-            failures[0].raiseException()
+            # Fail start-up loudly, saying why and what to do, rather than run deaf.
+            self._listening = None
+            error = failures[0].value
+            raise ListenError(self.description,
+                              endpoints.listen_problem(self.description, error)) from error
 
     def _listened(self, port: IListeningPort) -> IListeningPort:
         self.port = port
         self._log.info("listening on {description}: {url}", description=self.description,
-                       url=describe(port, self._path, self.secure))
+                       url=describe(port, self._path, self.secure, self._page))
         self.whenListening.callback(port)
         return port
+
+    def abandon(self) -> None:
+        """Stop listening at once, without the reactor (start-up failed and the process
+        exits): close the socket, remove a unix socket file and its lock."""
+        port, self.port = self.port, None
+        self._listening = None
+        if port is not None:
+            port.connectionLost(Failure(ConnectionDone()))  # type: ignore[attr-defined]
 
     def stopService(self) -> Deferred:
         """Stop listening (Twisted removes a unix socket file it created)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import traceback
 from typing import Any, Callable, Iterable
 
 from zope.interface.exceptions import Invalid
@@ -31,17 +32,34 @@ def resolve(spec: str) -> Any:
     if not sep:
         attribute = "handler"
     if not module_name or not attribute:
-        raise ConfigurationError(f"{spec!r}: expected 'package.module[:attribute]'")
+        raise ConfigurationError(f"{spec}: expected package.module[:attribute], e.g. myapp:App")
     try:
         obj: Any = importlib.import_module(module_name)
-    except ImportError as e:
-        raise ConfigurationError(f"{spec!r}: cannot import {module_name!r}: {e}") from e
+    except ModuleNotFoundError as e:
+        if e.name is not None and module_name.startswith(e.name):
+            # The module itself (or its package) is missing, not something it imports.
+            raise ConfigurationError(f"{spec}: no module named {e.name!r}") from e
+        raise ConfigurationError(f"{spec}: importing {module_name!r} failed: {_brief(e)}") from e
+    except Exception as e:  # the module's own code failed: say where, in one line
+        raise ConfigurationError(f"{spec}: importing {module_name!r} failed: {_brief(e)}") from e
     for part in attribute.split("."):
         try:
             obj = getattr(obj, part)
         except AttributeError:
-            raise ConfigurationError(f"{spec!r}: {module_name!r} has no {attribute!r}") from None
+            raise ConfigurationError(
+                f"{spec}: module {module_name!r} has no attribute {attribute!r}") from None
     return obj
+
+
+def _brief(e: BaseException) -> str:
+    """``Type: message (file:line)`` of an exception, where it was raised; one line."""
+    where = ""
+    if isinstance(e, SyntaxError) and e.filename:
+        return f"SyntaxError: {e.msg} ({e.filename}:{e.lineno})"
+    frames = traceback.extract_tb(e.__traceback__)
+    if frames:
+        where = f" ({frames[-1].filename}:{frames[-1].lineno})"
+    return f"{type(e).__name__}: {e}{where}"
 
 
 def _instantiate(obj: Any, spec: str, contracts: tuple[InterfaceClass, ...]) -> Any:
@@ -52,7 +70,7 @@ def _instantiate(obj: Any, spec: str, contracts: tuple[InterfaceClass, ...]) -> 
         try:
             return obj()
         except Exception as e:
-            raise ConfigurationError(f"{spec!r}: calling it to make the object failed: {e!r}") from e
+            raise ConfigurationError(f"{spec}: calling it to make the object failed: {_brief(e)}") from e
     return obj
 
 
@@ -61,8 +79,7 @@ def load(spec: str) -> Any:
     handler = _instantiate(resolve(spec), spec, HANDLER_CONTRACTS)
     provided = [c for c in HANDLER_CONTRACTS if c.providedBy(handler)]
     if not provided:
-        raise ConfigurationError(
-            f"{spec}: provides none of " + ", ".join(c.__name__ for c in HANDLER_CONTRACTS))
+        raise ConfigurationError(_no_contract(spec))
     verify(handler, provided, spec)
     return handler
 
@@ -71,7 +88,7 @@ def load_authenticator(spec: str) -> Any:
     """Load an IAuthenticator: ``hmac:SECRET_FILE`` (the built-in signed tokens) or
     ``package.module:attribute``; verify it."""
     if spec.startswith("hmac:"):
-        from .tokens import HMACAuthenticator
+        from .hmactokens import HMACAuthenticator
         return HMACAuthenticator.fromFile(spec[len("hmac:"):])
     obj = _instantiate(resolve(spec), spec, (IAuthenticator,))
     verify(obj, (IAuthenticator,), spec)
@@ -86,7 +103,14 @@ def verify(obj: Any, contracts: Iterable[InterfaceClass], name: str) -> None:
         try:
             verifyObject(contract, obj)
         except Invalid as e:
-            raise ConfigurationError(f"{name}: does not satisfy {contract.__name__}: {e}") from e
+            detail = " ".join(str(e).split())  # zope's message spans lines
+            raise ConfigurationError(
+                f"{name}: does not satisfy {contract.__name__}: {detail}") from e
+
+
+def _no_contract(name: str) -> str:
+    return (f"{name}: provides none of " + ", ".join(c.__name__ for c in HANDLER_CONTRACTS)
+            + "; subclass wsservice.Handler or declare one with @implementer")
 
 
 Route = Callable[[Any, Any], Any]
@@ -110,10 +134,7 @@ class Registry:
         name = name or repr(handler)
         provided = [c for c in HANDLER_CONTRACTS if c.providedBy(handler)]
         if not provided:
-            raise ConfigurationError(
-                f"{name}: provides none of "
-                + ", ".join(c.__name__ for c in HANDLER_CONTRACTS)
-            )
+            raise ConfigurationError(_no_contract(name))
         verify(handler, provided, name)
         # Check everything before changing anything, so a refused handler leaves no trace.
         merges = []
@@ -145,6 +166,6 @@ class Registry:
                 raise ConfigurationError(f"{name}: {kind} {key!r} is not callable")
             if key in into:
                 raise ConfigurationError(
-                    f"{kind} {key!r} is served twice: by {self._owners[kind, key]} and by {name}"
-                )
+                    f"{name}: {kind} {key!r} is already served by {self._owners[kind, key]}; "
+                    "a name may be served once: rename one of them or leave one out")
         return kind, into, items

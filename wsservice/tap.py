@@ -1,33 +1,98 @@
-"""twistd glue: ``Options`` for ``twistd wsservice`` and ``makeService(options)``."""
+"""twistd glue: ``Options`` for ``twistd wsservice`` and ``makeService(options)``.
+
+Every mistake on the command line ends twistd with one line on stderr,
+``wsservice: --OPTION VALUE: what is wrong; what to do``, and exit status 2 (a listener
+that cannot listen: status 1); ``--help`` prints the whole help. The numeric options and
+their help come from the ``Settings`` fields (``config.py``), the one table of settings.
+"""
 
 from __future__ import annotations
 
-from typing import Any, Callable
+import os
+import re
+import sys
+from typing import Any, NoReturn
 
 from twisted.application.service import IService
 from twisted.python import usage
 
 from . import registry
-from .app import DEFAULT_LISTEN
-from .app import makeService as _makeService
-from .config import Settings
+from .app import DEFAULT_LISTEN, WSService
+from .config import SettingError, Settings, bounds, kind, option_fields
+from .endpoints import ListenError, parse
 from .errors import ConfigurationError
+from .log import logger
+from .service import SessionService
+from .web import check_resources
 
 DEFAULT_HANDLER = "wsservice.demo:DemoApp"
+EXIT_USAGE = 2
+EXIT_START = 1
 _DEFAULTS = Settings()
 
 
-def _number(kind: Callable[[str], Any], zero: bool = False) -> Callable[[str], Any]:
-    """A coerce function: a finite ``kind`` (int or float) > 0, or >= 0 when ``zero``."""
-    noun = "number" if kind is float else "whole number"
+class OptionError(usage.UsageError):
+    """A usage error already phrased as ``--OPTION VALUE: problem; what to do``."""
 
-    def coerce(text: str) -> Any:
-        value = kind(text)
-        if not (0 <= value if zero else 0 < value) or value == float("inf"):
-            raise ValueError(f"must be a finite {noun} {'>=' if zero else '>'} 0, got {text}")
-        return value
-    coerce.coerceDoc = f"A {noun} {'>=' if zero else '>'} 0."  # type: ignore[attr-defined]
-    return coerce
+
+def _flag(spec: Any) -> str:
+    return "--" + spec.name.replace("_", "-")
+
+
+def _show(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _help(spec: Any) -> str:
+    unit = spec.metadata["unit"]
+    unit = {"s": " s", "/s": "/s", "": ""}.get(unit, f" {unit}")
+    return f"{spec.metadata['help']} [default: {_show(spec.default)}{unit}]"
+
+
+_SETTING_OPTIONS = {_flag(spec)[2:]: spec for spec in option_fields()}
+
+
+def _coerce(spec: Any, text: str) -> Any:
+    """The value of a settings option from its text; OptionError saying how to fix it."""
+    flag = _flag(spec)
+    if kind(spec) is str:
+        return text
+    example = f"e.g. {flag} {_show(spec.default)} (the default)"
+    try:
+        value = kind(spec)(text)
+    except ValueError:
+        noun = "a whole number" if kind(spec) is int else "a number"
+        raise OptionError(f"{flag} {text}: not {noun}; {example}") from None
+    try:
+        Settings(**{spec.name: value})
+    except SettingError:
+        raise OptionError(f"{flag} {text}: must be {bounds(spec)}; {example}") from None
+    return value
+
+
+# getopt's messages, as twisted.python.usage passes them on, and what to say instead.
+_GETOPT = [
+    (re.compile(r"option (-\S+) not recognized"),
+     "{0}: unknown option; 'twistd wsservice --help' lists the options"),
+    (re.compile(r"option (-\S+) requires argument"),
+     "{0}: needs a value; 'twistd wsservice --help' says what it takes"),
+    (re.compile(r"option (-\S+) must not have an argument"),
+     "{0}: takes no value; give it alone"),
+    (re.compile(r"option (-\S+) not a unique prefix"),
+     "{0}: ambiguous abbreviation; spell the option out"),
+]
+
+
+def one_line(error: BaseException) -> str:
+    """A usage error as the one line ``twistd wsservice`` prints for it (no 'wsservice: ')."""
+    text = " ".join(str(error).split())
+    if isinstance(error, OptionError):
+        return text
+    for pattern, phrase in _GETOPT:
+        match = pattern.fullmatch(text)
+        if match:
+            return phrase.format(match.group(1))
+    return text
 
 
 class Options(usage.Options):
@@ -38,49 +103,14 @@ class Options(usage.Options):
                 "Twisted endpoints, with /healthz and /metrics on the same listeners.")
 
     optParameters = [
-        ["path", None, _DEFAULTS.path, "HTTP path of the WebSocket endpoint."],
+        ["app-dir", None, ".",
+         "Directory to import --handler and --auth modules from, before installed packages "
+         "(like uvicorn's --app-dir)."],
         ["auth", None, None,
          "Authenticator: hmac:SECRET_FILE (HMAC-signed tokens with expiry, see "
          "python -m wsservice.tokens) or package.module:attribute providing "
          "IAuthenticator (default: everyone is anonymous)."],
-        ["hello-timeout", None, _DEFAULTS.hello_timeout,
-         "Seconds a client has to send hello after the handshake (else close 4408).",
-         _number(float)],
-        ["max-message-size", None, _DEFAULTS.max_message_size,
-         "Largest message accepted, in bytes (else close 1009).", _number(int)],
-        ["max-depth", None, _DEFAULTS.max_depth,
-         "Deepest JSON nesting accepted (the top-level object is 1).", _number(int)],
-        ["max-inflight-calls", None, _DEFAULTS.max_inflight_calls,
-         "Client calls a session may have in flight at once.", _number(int)],
-        ["call-timeout", None, _DEFAULTS.call_timeout,
-         "Seconds a call may take, either direction (else error 'timeout').", _number(float)],
-        ["max-bad-messages", None, _DEFAULTS.max_bad_messages,
-         "Bad messages answered per session before the connection is closed 4400.",
-         _number(int, zero=True)],
-        ["max-sessions", None, _DEFAULTS.max_sessions,
-         "Sessions at once; past it new connections are closed 1013.", _number(int)],
-        ["max-subscriptions", None, _DEFAULTS.max_subscriptions,
-         "Topics one session may subscribe to.", _number(int)],
-        ["resume-ttl", None, _DEFAULTS.resume_ttl,
-         "Seconds a session whose connection was lost stays resumable (0: resume off).",
-         _number(float, zero=True)],
-        ["replay-limit", None, _DEFAULTS.replay_limit,
-         "Pushed messages kept per session for replay on resume.", _number(int)],
-        ["replay-bytes", None, _DEFAULTS.replay_bytes,
-         "Bytes of pushed messages kept per session for replay on resume.", _number(int)],
-        ["rate", None, _DEFAULTS.rate,
-         "Messages per second a session may send (token bucket refill).", _number(float)],
-        ["burst", None, _DEFAULTS.burst,
-         "Messages a session may send at once (token bucket size).", _number(int)],
-        ["heartbeat", None, _DEFAULTS.heartbeat,
-         "Seconds between WebSocket pings; no pong within as long again drops the "
-         "connection (the session stays resumable).", _number(float)],
-        ["max-send-queue", None, _DEFAULTS.max_send_queue,
-         "Bytes that may wait to be written to one connection; past it close 4508.",
-         _number(int)],
-        ["drain-timeout", None, _DEFAULTS.drain_timeout,
-         "Seconds a graceful shutdown waits for connections to close.", _number(float)],
-    ]
+    ] + [[_flag(spec)[2:], None, None, _help(spec)] for spec in option_fields()]
 
     optFlags = [
         ["conformance-echo", None,
@@ -109,60 +139,142 @@ class Options(usage.Options):
             """'*' allows all (repeatable; default: only the Host the client connected to)."""
         self["allowed-origin"].append(pattern)
 
+    def parseArgs(self, *args: str) -> None:
+        """Positional arguments are a mistake: every setting is an --option."""
+        if args:
+            raise OptionError(f"{' '.join(args)}: unexpected argument; options take the form "
+                              "--name value ('twistd wsservice --help' lists them)")
+
+    def parseOptions(self, options: list[str] | None = None) -> None:
+        """Parse; under twistd, a mistake ends the process with one line, not the help."""
+        try:
+            super().parseOptions(options)
+        except usage.UsageError as e:
+            if self.parent is not None:  # run by twistd, whose report is the whole help
+                _exit(one_line(e), EXIT_USAGE)
+            raise OptionError(one_line(e)) from e
+
     def postOptions(self) -> None:
-        """Fill defaults, check endpoint strings and build the Settings."""
+        """Fill defaults, check endpoint strings and every value, load the handlers."""
         from twisted.internet import reactor
-        from twisted.internet.endpoints import serverFromString
 
-        from .listener import private_unix
-
-        if not self["listen"]:
-            self["listen"] = [DEFAULT_LISTEN]
-        if not self["handler"]:
-            self["handler"] = [DEFAULT_HANDLER]
+        self["listen"] = self["listen"] or [DEFAULT_LISTEN]
+        self["handler"] = self["handler"] or [DEFAULT_HANDLER]
         for description in self["listen"]:
             try:
-                serverFromString(reactor, private_unix(description))
-            except Exception as e:  # Twisted raises ValueError/KeyError/TypeError variously
-                raise usage.UsageError(f"--listen {description!r}: {e}") from e
+                parse(reactor, description)
+            except ListenError as e:
+                raise OptionError(f"--listen {e}") from e
+        values = {}
+        for name, spec in _SETTING_OPTIONS.items():
+            text = self[name]
+            self[name] = spec.default if text is None else _coerce(spec, text)
+            values[spec.name] = self[name]
         try:
             self["settings"] = Settings(
-                path=self["path"],
                 allowed_origins=tuple(self["allowed-origin"]),
-                hello_timeout=self["hello-timeout"],
-                max_message_size=self["max-message-size"],
-                max_depth=self["max-depth"],
-                max_inflight_calls=self["max-inflight-calls"],
-                call_timeout=self["call-timeout"],
-                max_bad_messages=self["max-bad-messages"],
-                max_sessions=self["max-sessions"],
-                max_subscriptions=self["max-subscriptions"],
-                resume_ttl=self["resume-ttl"],
-                replay_limit=self["replay-limit"],
-                replay_bytes=self["replay-bytes"],
-                rate=self["rate"],
-                burst=self["burst"],
-                heartbeat=self["heartbeat"],
-                max_send_queue=self["max-send-queue"],
-                drain_timeout=self["drain-timeout"],
-                conformance_echo=bool(self["conformance-echo"]),
-            )
-        except ValueError as e:
-            raise usage.UsageError(str(e)) from e
-        # Load handlers here, not in makeService: twistd reports a UsageError raised while
-        # parsing as a clean message, but one from makeService as a traceback.
-        try:
-            handlers = registry.Registry()
-            for name in self["handler"]:
+                conformance_echo=bool(self["conformance-echo"]), **values)
+        except SettingError as e:  # only path is left unchecked by _coerce
+            raise OptionError(f"{_flag(_spec(e.name))} {e.value}: {e.problem}; "
+                              f"e.g. {_flag(_spec(e.name))} {_spec(e.name).default}") from e
+        except ValueError as e:  # a malformed --allowed-origin pattern
+            raise OptionError(f"--allowed-origin: {e}") from e
+        self._import_path()
+        # Load handlers here, not in makeService: an error while parsing is reported as one
+        # line, one from makeService as a traceback.
+        handlers = registry.Registry()
+        for name in self["handler"]:
+            try:
                 handlers.add(registry.load(name), name)
-            self["handlers"] = handlers
+            except ConfigurationError as e:
+                raise OptionError(f"--handler {self._explain(e)}") from e
+        try:
+            check_resources(handlers.resources, self["settings"].path)
+        except ConfigurationError as e:
+            raise OptionError(f"--handler {e}; choose another resource path") from e
+        self["handlers"] = handlers
+        try:
             self["authenticator"] = (registry.load_authenticator(self["auth"])
                                      if self["auth"] else None)
         except ConfigurationError as e:
-            raise usage.UsageError(str(e)) from e
+            problem = self._explain(e)
+            prefix = "" if problem.startswith(self["auth"]) else f"{self['auth']}: "
+            raise OptionError(f"--auth {prefix}{problem}") from e
+
+    def _import_path(self) -> None:
+        """Put --app-dir first on sys.path, so handler modules next to the user are found."""
+        app_dir = os.path.abspath(self["app-dir"])
+        if not os.path.isdir(app_dir):
+            raise OptionError(f"--app-dir {self['app-dir']}: no such directory; "
+                              "give the directory that holds your handler modules")
+        self["app-dir"] = app_dir
+        if app_dir not in sys.path:
+            sys.path.insert(0, app_dir)
+
+    def _explain(self, e: ConfigurationError) -> str:
+        """The error's one line, with where we looked when a module was not found."""
+        text = " ".join(str(e).split())
+        cause = e.__cause__
+        if isinstance(cause, ModuleNotFoundError) and "no module named" in text:
+            text += (f"; looked in {self['app-dir']} (--app-dir) and the installed packages: "
+                     f"put {cause.name.split('.')[0]}.py there or install it")
+        return text
+
+
+def _spec(name: str) -> Any:
+    return next(spec for spec in option_fields() if spec.name == name)
+
+
+def _exit(line: str, status: int) -> NoReturn:
+    """End twistd with ``wsservice: line`` on the real stderr (twistd may have redirected
+    sys.stderr into its log by now)."""
+    stream = sys.__stderr__ or sys.stderr
+    stream.write(f"wsservice: {line}\n")
+    stream.flush()
+    raise SystemExit(status)
+
+
+class CommandLineService(WSService):
+    """The service ``twistd wsservice`` runs: a listener that cannot listen ends the process
+    with one line (and status 1) instead of twistd's traceback."""
+
+    _log = logger()
+
+    def __init__(self, sessions: SessionService, pidfile: str | None, foreground: bool,
+                 log_to_stdout: bool) -> None:
+        super().__init__(sessions)
+        self._pidfile = pidfile
+        self._foreground = foreground
+        self._log_to_stdout = log_to_stdout
+
+    def privilegedStartService(self) -> None:
+        """Listen; on failure, close what did listen and exit with one line."""
+        try:
+            super().privilegedStartService()
+        except ListenError as e:
+            if not self._foreground:
+                raise  # twistd reports it through its status pipe to the parent
+            for listener in self.listeners:
+                listener.abandon()
+            if not self._log_to_stdout:  # the log file records why it did not start
+                self._log.critical("not started: --listen {error}", error=str(e))
+            if self._pidfile:
+                try:
+                    os.unlink(self._pidfile)
+                except OSError:
+                    pass
+            _exit(f"--listen {e}", EXIT_START)
 
 
 def makeService(options: Options) -> IService:
     """Build the service twistd runs from parsed options."""
-    return _makeService(options["handlers"], options["listen"], options["settings"],
-                        options["authenticator"])
+    parent = options.parent if options.parent is not None else {}
+    logfile = parent.get("logfile")
+    service = CommandLineService(
+        SessionService(options["handlers"], options["settings"], options["authenticator"]),
+        pidfile=parent.get("pidfile") or None,
+        foreground=bool(parent.get("nodaemon", True)),
+        log_to_stdout=logfile in (None, "-") and bool(parent.get("nodaemon", True)))
+    for description in options["listen"]:
+        service.listen(description)
+    return service

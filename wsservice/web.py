@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterable
 
 import orjson
 from autobahn.twisted.resource import WebSocketResource
@@ -63,10 +63,10 @@ def _place(root: Resource, path: str, resource: Any) -> None:
     node.putChild(segments[-1], resource)
 
 
-def check_resources(service: SessionService) -> None:
+def check_resources(resources: Iterable[str], ws_path: str) -> None:
     """Refuse handler HTTP resources that would hide /healthz, /metrics or the WebSocket."""
-    reserved = {"healthz", "metrics", service.settings.path.strip("/").split("/")[0]}
-    for path in service.registry.resources:
+    reserved = {"healthz", "metrics", ws_path.strip("/").split("/")[0]}
+    for path in resources:
         top = path.strip("/").split("/")[0]
         if top in reserved:
             raise ConfigurationError(
@@ -91,3 +91,8 @@ def makeSite(service: SessionService, listener: str = "", secure: bool = False,
     site.log = lambda request: None  # type: ignore[method-assign]
     site.wsFactory = factory  # type: ignore[attr-defined]
     return site
+
+
+def serves_page(resources: Iterable[str]) -> bool:
+    """Whether a handler serves a page at ``/`` (the listener's start-up line then names it)."""
+    return any(path.strip("/") == "" for path in resources)
