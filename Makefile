@@ -2,10 +2,10 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-SOURCES := $(shell find wsservice twisted -name '*.py' -o -name '*.html' -o -name '*.js') setup.cfg pyproject.toml
+SOURCES := $(shell find wsservice twisted -name '*.py' -o -name '*.html' -o -name '*.js' -o -name '*.ico') setup.cfg pyproject.toml
 ARGS   ?=
 
-.PHONY: run test install conformance bench soak clean help
+.PHONY: run test install system-deps conformance bench soak clean help
 
 help:
 	@echo "make run   - set up .venv and run 'twistd -n wsservice' with the demo app"
@@ -31,11 +31,16 @@ install: $(VENV)/.installed
 
 run: install
 	@echo "==> starting: $(BIN)/twistd -n wsservice $(ARGS)   (Ctrl-C stops it)"
-	@echo "==> with the default listener: demo page http://127.0.0.1:8080/, WebSocket ws://127.0.0.1:8080/ws"
+	@echo "==> its 'listening on' lines below give the URLs it really serves"
 	$(BIN)/twistd -n --pidfile= wsservice $(ARGS)
 
-test: install
-	@echo "==> running the trial suite (tests/) against the installed package"
+# Programs the tests run for real (systemd-analyze, ...): installed from Debian if missing.
+system-deps:
+	@sh scripts/system-deps.sh
+
+test: install system-deps
+	@echo "==> running the trial suite (tests/): in-process tests import this checkout,"
+	@echo "    twistd and README tests run the copy just installed in $(VENV)"
 	$(BIN)/python tests/run.py
 
 $(BIN)/kosoku: $(BIN)/python

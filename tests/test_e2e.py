@@ -485,6 +485,15 @@ class _EndToEnd:
         self.assertEqual(code, 200)
         self.assertIn("text/html", headers["content-type"][0])
         self.assertIn(b"wsservice.v1", body)
+        self.assertIn(b'<link rel="icon" href="favicon.ico"', body)
+
+    async def test_demo_favicon(self) -> None:
+        """Browsers fetch it for every page; a 404 would be noise in their console."""
+        code, headers, body = await http(self.address, "/favicon.ico")
+        self.assertEqual(code, 200)
+        self.assertIn(headers["content-type"][0], ("image/vnd.microsoft.icon", "image/x-icon"))
+        self.assertEqual(body[:4], b"\x00\x00\x01\x00")  # an ICO header: one image
+        self.assertEqual(body[22:26], b"\x89PNG")  # stored as PNG
 
     async def test_unknown_path_404(self) -> None:
         code, _, _ = await http(self.address, "/nope")

@@ -116,6 +116,22 @@ class CommandLineTests(SynchronousTestCase):
         claims = HMACAuthenticator.fromFile(path).verify(out.getvalue().strip())
         self.assertEqual(claims["sub"], "dave")
 
+    def test_module_command_prints_only_the_token(self) -> None:
+        """``python -m wsservice.tokens``, as documented, against the installed package:
+        the token on stdout and nothing on stderr (once a runpy RuntimeWarning)."""
+        import subprocess
+        import sys
+        import tempfile
+        path = self.secret_file()
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+        done = subprocess.run(
+            [sys.executable, "-W", "always", "-m", "wsservice.tokens", "--secret-file", path,
+             "--sub", "dave"], capture_output=True, text=True, env=env, timeout=60,
+            cwd=tempfile.gettempdir())
+        self.assertEqual((done.returncode, done.stderr), (0, ""))
+        self.assertEqual(HMACAuthenticator.fromFile(path).verify(done.stdout.strip())["sub"],
+                         "dave")
+
     def test_world_readable_secret_warns(self) -> None:
         from twisted.logger import globalLogPublisher
         seen: list = []

@@ -27,7 +27,7 @@ from .interfaces import (
 from .listener import ListenerService
 from .service import SessionService
 from .session import Session
-from .tokens import HMACAuthenticator
+from .hmactokens import HMACAuthenticator
 
 __all__ = [
     "__version__",

@@ -103,7 +103,10 @@ class SessionService(Service):
         def done(result: Any) -> Any:
             if timer.active():
                 timer.cancel()
-            self._log.info("drained; {count} sessions stay resumable",
+            # Truthful for one process: its sessions live in its memory only, so they end
+            # with it (a shared store is what lets another process resume them).
+            self._log.info("drained; {count} sessions end with this process (they are kept "
+                           "in its memory only: a restarted server cannot resume them)",
                            count=len(self.sessions))
             return result
         return drained.addBoth(done)

@@ -1,113 +1,18 @@
-"""HMAC-signed bearer tokens with expiry: an authenticator that ships with wsservice.
+"""``python -m wsservice.tokens``: mint an HMAC-signed bearer token for ``--auth hmac:FILE``.
 
-A token is ``base64url(claims JSON) "." base64url(HMAC-SHA256(secret, first part))``; claims
-hold ``sub`` (the principal's name) and ``exp`` (Unix time), plus anything else you add.
-Clients send it as the hello's ``auth`` (a string, or ``{"token": ...}``) or in an
-``Authorization: Bearer`` header. Use it with ``twistd wsservice --auth hmac:SECRET_FILE``;
-mint tokens with ``python -m wsservice.tokens --secret-file SECRET_FILE --sub alice``.
+The authenticator itself lives in ``hmactokens.py``: ``import wsservice`` must not import
+this module, or ``python -m`` would find it already imported and warn (runpy).
 """
 
 from __future__ import annotations
 
 import argparse
-import base64
-import hashlib
-import hmac
-import os
-import stat
 import sys
-import time
-from typing import Any, Callable
 
-import orjson
-from .log import logger
-from zope.interface import implementer
+from .errors import ConfigurationError
+from .hmactokens import MAX_TOKEN_LENGTH, MIN_SECRET_BYTES, HMACAuthenticator
 
-from .errors import ConfigurationError, Unauthorized
-from .interfaces import IAuthenticator, IAuthRequest
-
-MIN_SECRET_BYTES = 32
-MAX_TOKEN_LENGTH = 4096
-
-
-def _b64encode(raw: bytes) -> str:
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
-
-
-def _b64decode(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
-@implementer(IAuthenticator)
-class HMACAuthenticator:
-    """Accepts unexpired tokens signed with a shared secret; the principal is their claims."""
-
-    _log = logger()
-
-    def __init__(self, secret: bytes, now: Callable[[], float] = time.time) -> None:
-        if len(secret) < MIN_SECRET_BYTES:
-            raise ConfigurationError(f"an HMAC secret needs at least {MIN_SECRET_BYTES} bytes")
-        self._secret = secret
-        self._now = now
-
-    @classmethod
-    def fromFile(cls, path: str) -> HMACAuthenticator:
-        """Read the secret from a file (surrounding whitespace ignored)."""
-        try:
-            with open(path, "rb") as f:
-                secret = f.read().strip()
-            mode = os.stat(path).st_mode
-        except OSError as e:
-            raise ConfigurationError(f"cannot read the HMAC secret file {path!r}: {e}") from e
-        if mode & (stat.S_IRWXG | stat.S_IRWXO):
-            cls._log.warn("HMAC secret file {path} is readable by others; chmod 600 it",
-                          path=path)
-        return cls(secret)
-
-    def _sign(self, body: str) -> str:
-        return _b64encode(hmac.new(self._secret, body.encode("ascii"), hashlib.sha256).digest())
-
-    def mint(self, subject: str, ttl: float = 3600, **claims: Any) -> str:
-        """A token for ``subject`` valid ``ttl`` seconds from now (extra claims included)."""
-        body = _b64encode(orjson.dumps({**claims, "sub": subject,
-                                        "exp": int(self._now() + ttl)}))
-        return f"{body}.{self._sign(body)}"
-
-    def verify(self, token: str) -> dict[str, Any]:
-        """The claims of a valid, unexpired token; Unauthorized otherwise."""
-        if len(token) > MAX_TOKEN_LENGTH or token.count(".") != 1:
-            raise Unauthorized("malformed token")
-        body, signature = token.split(".")
-        try:
-            good = hmac.compare_digest(self._sign(body), signature)
-        except (UnicodeEncodeError, TypeError):
-            good = False
-        if not good:
-            raise Unauthorized("bad token signature")
-        try:
-            claims = orjson.loads(_b64decode(body))
-        except (ValueError, orjson.JSONDecodeError):
-            raise Unauthorized("malformed token") from None
-        if type(claims) is not dict or type(claims.get("sub")) is not str \
-                or type(claims.get("exp")) not in (int, float):
-            raise Unauthorized("malformed token claims")
-        if claims["exp"] <= self._now():
-            raise Unauthorized("token expired")
-        return claims
-
-    def authenticate(self, request: IAuthRequest) -> Any:
-        """The hello's token (auth member or Authorization header) must verify."""
-        auth = request.auth
-        if isinstance(auth, dict):
-            auth = auth.get("token")
-        if auth is None:
-            header = request.headers.get("authorization", "")
-            scheme, _, value = header.partition(" ")
-            if scheme.lower() == "bearer":
-                auth = value.strip()
-        if not isinstance(auth, str) or not auth:
-            raise Unauthorized("a bearer token is required")
-        return self.verify(auth)
+__all__ = ["HMACAuthenticator", "MAX_TOKEN_LENGTH", "MIN_SECRET_BYTES", "main"]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -42,7 +42,11 @@ class DemoApp(Handler):
         if clock is None:
             from twisted.internet import reactor as clock  # type: ignore[assignment]
         self.clock = clock
-        self.resources = {"": File(os.path.join(STATIC, "index.html"), defaultType="text/html")}
+        self.resources = {
+            "": File(os.path.join(STATIC, "index.html"), defaultType="text/html"),
+            # Browsers ask for it on every page: a 404 would be noise in their console.
+            "favicon.ico": File(os.path.join(STATIC, "favicon.ico"), defaultType="image/x-icon"),
+        }
 
     @event("echo")
     def echo_event(self, session: ISession, data: Any) -> None:
