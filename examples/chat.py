@@ -15,9 +15,10 @@ Event served (client -> server):
 
 Events pushed (server -> client): "said" {"name", "text"}, "typing" {"name"}, "left" {"name"}.
 
-Serve it with twistd (the module must be importable, e.g. run from the project root):
+Serve it with twistd, from the project root (modules are imported from the current
+directory, or from --app-dir DIR):
 
-    PYTHONPATH=. twistd -n wsservice --handler examples.chat:ChatApp \\
+    CHAT_TOKENS=s3cret=alice .venv/bin/twistd -n wsservice --handler examples.chat:ChatApp \\
         --auth examples.chat:authenticatorFromEnvironment
 
 or compose it into your own application: see examples/chat.tac.
