@@ -2,10 +2,10 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-SOURCES := $(shell find wsservice twisted -name '*.py' -o -name '*.html' -o -name '*.js' -o -name '*.ico') setup.cfg pyproject.toml
+SOURCES := $(shell find wsservice twisted -name '*.py' -o -name '*.html' -o -name '*.js' -o -name '*.ico') wsservice/py.typed setup.cfg pyproject.toml
 ARGS   ?=
 
-.PHONY: run test install system-deps conformance bench soak clean help
+.PHONY: run test install system-deps typecheck conformance bench soak clean help
 
 help:
 	@echo "make run   - set up .venv and run 'twistd -n wsservice' with the demo app"
@@ -38,7 +38,11 @@ run: install
 system-deps:
 	@sh scripts/system-deps.sh
 
-test: install system-deps
+typecheck: install
+	@echo "==> type-checking wsservice/ with mypy (zope.interface plugin)"
+	$(BIN)/mypy
+
+test: install system-deps typecheck
 	@echo "==> running the trial suite (tests/): in-process tests import this checkout,"
 	@echo "    twistd and README tests run the copy just installed in $(VENV)"
 	$(BIN)/python tests/run.py

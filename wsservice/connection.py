@@ -154,7 +154,8 @@ class Connection:
             session = service.open(principal, self._meta, self.link)
         self.state = OPEN
         self.session = session
-        self._request = None  # the handshake's headers were for the authenticator only
+        # the handshake's headers were for the authenticator only (and read no more)
+        self._request = None  # type: ignore[assignment]
         pending, self._pending = self._pending, []
         for payload in pending:
             if self.state != OPEN:

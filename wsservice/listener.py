@@ -21,7 +21,7 @@ __all__ = ["ListenError", "ListenerService", "describe", "private_unix"]
 def describe(port: IListeningPort, path: str, secure: bool, page: bool = False) -> str:
     """A human-readable URL for where a port listens (for logs and tests); ``page`` adds the
     HTTP URL of ``/`` (a handler serves a page there, e.g. the demo)."""
-    host = port.getHost()
+    host: Any = port.getHost()  # IPv4Address/IPv6Address or UNIXAddress
     scheme = "wss" if secure else "ws"
     if hasattr(host, "port"):
         address = f"[{host.host}]" if ":" in host.host else host.host

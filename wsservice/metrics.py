@@ -36,7 +36,7 @@ class Metrics:
         self._call_sum = 0.0
         self._sessions = sessions
         self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(self)  # type: ignore[arg-type]
+        self.registry.register(self)
 
     def observe_call(self, seconds: float) -> None:
         """Record one client call's duration."""

@@ -42,12 +42,12 @@ class SessionService(Service):
     """
 
     _log = logger()
-    name = "wsservice-sessions"
+    name: str | None = "wsservice-sessions"  # type: ignore[assignment]
 
     def __init__(self, handlers: Iterable[Any] | Registry = (), settings: Settings | None = None,
                  authenticator: Any = None, clock: IReactorTime | None = None) -> None:
         if clock is None:
-            from twisted.internet import reactor as clock  # type: ignore[assignment]
+            from twisted.internet import reactor as clock
         self.settings = settings or Settings()
         self.clock: IReactorTime = clock  # type: ignore[assignment]
         self.registry = handlers if isinstance(handlers, Registry) else Registry(handlers)
@@ -95,7 +95,7 @@ class SessionService(Service):
             return succeed(None)
         self._log.info("draining {count} connections (at most {timeout:g} s)",
                        count=len(self.connections), timeout=self.settings.drain_timeout)
-        self._drained = drained = Deferred()
+        self._drained = drained = Deferred[None]()
         timer = self.clock.callLater(self.settings.drain_timeout, self._drain_timed_out)
         for connection in list(self.connections):
             connection.shutdown()

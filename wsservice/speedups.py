@@ -72,4 +72,4 @@ class LazyFormat:
 def install() -> None:
     """Make Autobahn use create_xor_masker and LazyFormat (idempotent)."""
     _protocol.create_xor_masker = create_xor_masker
-    _protocol.pformat = LazyFormat
+    _protocol.pformat = LazyFormat  # type: ignore[assignment]

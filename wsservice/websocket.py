@@ -100,6 +100,7 @@ class WebSocketProtocol(WebSocketServerProtocol):
 
     _log = logger()
     factory: WebSocketFactory
+    maxMessagePayloadSize: int  # set by Autobahn from the factory's options
     _connection: Connection | None = None
     _request: Any = None
     # flow control: True while the transport's write buffer is full; bytes written since
@@ -133,7 +134,7 @@ class WebSocketProtocol(WebSocketServerProtocol):
         # The transport tells us when its write buffer fills (pauseProducing) and when it has
         # drained (resumeProducing): that is how max_send_queue is enforced. twisted.web's
         # HTTPChannel, done with this transport since the upgrade, is still registered.
-        transport = self.transport
+        transport: Any = self.transport  # a tcp/unix/TLS transport: IConsumer too
         try:
             transport.unregisterProducer()
             transport.registerProducer(self, True)
@@ -141,8 +142,9 @@ class WebSocketProtocol(WebSocketServerProtocol):
             self._log.failure("cannot watch the transport's buffer: no send-queue limit here")
         # the handshake's raw request and parsed headers are not needed any more: an idle
         # connection should not carry them for its whole life
-        self.http_request_data = self.http_headers = self.http_request_params = None
-        self._plain = self._perMessageCompress is None and not self.autoFragmentSize
+        proto: Any = self  # Autobahn types these as never None; they are done with here
+        proto.http_request_data = proto.http_headers = proto.http_request_params = None
+        self._plain = self._perMessageCompress is None and not proto.autoFragmentSize
         # plain TCP and unix transports (not TLS, not test transports) have a socket to send to
         self._direct = isinstance(self.transport, tcp.Connection)
         self._connection = self.factory.service.connect(
@@ -157,7 +159,7 @@ class WebSocketProtocol(WebSocketServerProtocol):
         if not self.failedByMe:
             # a one-frame message's join returns its only chunk itself, no copy
             self.onMessage(b"".join(self.message_data), self.message_is_binary)
-        self.message_data = None
+        self.message_data = None  # type: ignore[assignment]  # as Autobahn's own onMessageEnd
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         """One complete message from the client."""
@@ -205,7 +207,8 @@ class WebSocketProtocol(WebSocketServerProtocol):
         if not batch:
             return
         data = batch[0] if len(batch) == 1 else b"".join(batch)
-        transport = self.transport
+        # Twisted's tcp.Connection internals (checked by _direct in onOpen)
+        transport: Any = self.transport
         if transport is None or not transport.connected or transport.disconnecting:
             return
         if not transport._tempDataLen and len(transport.dataBuffer) == transport.offset:
@@ -277,7 +280,7 @@ class WebSocketProtocol(WebSocketServerProtocol):
                     self._flush()
                 if self._paused:
                     self._count_backlog(len(frame))
-                self.transport.write(frame)
+                self.transport.write(frame)  # type: ignore[union-attr]  # open: connected
         elif n <= self.maxMessagePayloadSize:
             self.sendMessage(payload, False)
         else:
@@ -307,7 +310,7 @@ class WebSocketProtocol(WebSocketServerProtocol):
 class WebSocketFactory(WebSocketServerFactory):
     """Builds WebSocketProtocol for one listener with the service's limits and policies."""
 
-    protocol = WebSocketProtocol
+    protocol = WebSocketProtocol  # type: ignore[assignment]  # Autobahn types it loosely
 
     def __init__(self, service: SessionService, listener: str = "", secure: bool = False,
                  reactor: Any = None) -> None:
@@ -348,7 +351,7 @@ class WebSocketFactory(WebSocketServerFactory):
         for name in self.protocol.CONFIG_ATTRS:
             value = getattr(self, name)
             attrs[name] = staticmethod(value) if callable(value) else value
-        self.protocol = type(self.protocol.__name__, (self.protocol,), attrs)
+        self.protocol = type(self.protocol.__name__, (self.protocol,), attrs)  # type: ignore[assignment]
 
 
 class EchoProtocol(WebSocketProtocol):

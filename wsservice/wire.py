@@ -172,7 +172,7 @@ def _id(obj: dict) -> CallId:
     value = obj.get("id")
     if not _is_id(value):
         raise _bad(f"'id' must be an integer or a string of at most {MAX_ID_LENGTH} characters")
-    return value
+    return value  # type: ignore[return-value]  # _is_id checked it
 
 
 def _optional_id(obj: dict) -> CallId | None:

@@ -40,8 +40,8 @@ class DemoApp(Handler):
 
     def __init__(self, clock: IReactorTime | None = None) -> None:
         if clock is None:
-            from twisted.internet import reactor as clock  # type: ignore[assignment]
-        self.clock = clock
+            from twisted.internet import reactor as clock
+        self.clock: IReactorTime = clock  # type: ignore[assignment]  # the reactor is one
         self.resources = {
             "": File(os.path.join(STATIC, "index.html"), defaultType="text/html"),
             # Browsers ask for it on every page: a 404 would be noise in their console.
@@ -66,7 +66,7 @@ class DemoApp(Handler):
     @call("sleep")
     def sleep(self, session: ISession, params: Any) -> Any:
         """Answer null after ``seconds`` (at most 60); cancellable."""
-        seconds = _object(params, "sleep").get("seconds")
+        seconds: Any = _object(params, "sleep").get("seconds")
         if type(seconds) not in (int, float) or not 0 <= seconds <= MAX_SLEEP:
             raise InvalidParams(f"'seconds' must be a number from 0 to {MAX_SLEEP}")
         return deferLater(self.clock, seconds, lambda: None)
