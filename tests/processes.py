@@ -66,8 +66,9 @@ class Child(ProcessProtocol):
 
 async def start(testcase: Any, argv: list[str], cwd: str, listeners: int = 1,
                 env: dict[str, str] | None = None,
-                child_fds: dict[int, Any] | None = None) -> Child:
-    """Spawn ``argv``, wait until it listens; it is SIGTERMed (then killed) at cleanup."""
+                child_fds: dict[int, Any] | None = None, stop_signal: str = "TERM") -> Child:
+    """Spawn ``argv``, wait until it listens; at cleanup it gets ``stop_signal`` (then
+    SIGKILL if it lingers)."""
     child = Child(listeners)
     process = reactor.spawnProcess(child, argv[0], argv, env=ENV if env is None else env,
                                    path=cwd, childFDs=child_fds)
@@ -76,7 +77,7 @@ async def start(testcase: Any, argv: list[str], cwd: str, listeners: int = 1,
         if child.ended.called:
             return
         try:
-            process.signalProcess("TERM")
+            process.signalProcess(stop_signal)
         except ProcessExitedAlready:  # ended; its processEnded is on its way
             pass
         timer = reactor.callLater(STARTUP_TIMEOUT, process.signalProcess, "KILL")

@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
 import sys
 import tempfile
 import time
@@ -25,17 +24,16 @@ import orjson
 from autobahn.twisted.websocket import WebSocketClientFactory
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, gatherResults
-from twisted.internet.protocol import ProcessProtocol
 from twisted.internet.task import LoopingCall, deferLater
 from twisted.trial.unittest import SkipTest, TestCase
 
+from . import processes
 from .wsclient import TIMEOUT, Client, _endpoint, http
 
 KiB = 1024
 MiB = 1024 * KiB
 HELPER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "memory_server.py")
 CHECKOUT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ENV = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
 
 # what one orjson.dumps result costs in RSS whatever its length (the issue's figure)
 ORJSON_RESULT_RSS = 4 * KiB
@@ -52,32 +50,6 @@ def _status(pid: int, key: str) -> int:
 
 def _sleep(seconds: float) -> Deferred:
     return deferLater(reactor, seconds, lambda: None)
-
-
-class _Server(ProcessProtocol):
-    """A twistd child: ``listening`` fires with its ws address once it listens."""
-
-    _LISTENING = re.compile(rb"listening on [^\n]*ws://127\.0\.0\.1:(\d+)/ws")
-
-    def __init__(self) -> None:
-        self.output = b""
-        self.listening: Deferred = Deferred()
-        self.ended: Deferred = Deferred()
-
-    def outReceived(self, data: bytes) -> None:
-        self.output += data
-        if not self.listening.called:
-            found = self._LISTENING.search(self.output)
-            if found:
-                self.listening.callback(f"127.0.0.1:{int(found.group(1))}")
-
-    errReceived = outReceived
-
-    def processEnded(self, reason: Any) -> None:
-        if not self.listening.called:
-            self.listening.errback(RuntimeError("twistd exited before listening:\n"
-                                                + self.output.decode(errors="replace")))
-        self.ended.callback(None)
 
 
 class _Counting(Client):
@@ -130,17 +102,12 @@ class _MemoryTest(TestCase):
         self.clients = []
 
     async def start_server(self, *args: str) -> str:
-        self.server = server = _Server()
-        process = reactor.spawnProcess(server, sys.executable, [sys.executable, HELPER, *args],
-                                       env=ENV, path=self.cwd)
-        self.pid = process.pid
-        # LIFO: kill first, then wait for it to be gone
-        self.addCleanup(lambda: server.ended)
-        self.addCleanup(lambda: server.ended.called or process.signalProcess(signal.SIGKILL))
-        address = await server.listening.addTimeout(30, reactor)
+        self.server = server = await processes.start(
+            self, [sys.executable, HELPER, *args], self.cwd, stop_signal="KILL")
+        self.pid = server.transport.pid
         self.assertIn(f"wsservice from {os.path.join(CHECKOUT, 'wsservice')} ".encode(),
                       server.output, "the server did not run this checkout's wsservice")
-        return address
+        return f"127.0.0.1:{server.port()}"
 
     def rss(self) -> int:
         return _status(self.pid, "VmRSS")

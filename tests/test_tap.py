@@ -158,8 +158,8 @@ class OptionsInvalidTests(SynchronousTestCase):
 
     def test_everySettingsOptionIsChecked(self) -> None:
         """The table: every numeric Settings field is an option refusing 'x' and '-1'."""
-        from wsservice.config import bounds, kind, option_fields
-        numeric = [f for f in option_fields() if kind(f) is not str]
+        from wsservice.config import OPTION_FIELDS, bounds, kind
+        numeric = [f for f in OPTION_FIELDS.values() if kind(f) is not str]
         self.assertEqual(len(numeric), 16)
         for spec in numeric:
             option = "--" + spec.name.replace("_", "-")

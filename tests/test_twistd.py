@@ -199,25 +199,25 @@ class MistakeTests(TestCase):
             "--handler userapp:OtherGreeter: call 'greet' is already served by userapp:Greeter; "
             "a name may be served once: rename one of them or leave one out")
 
-    async def test_port_in_use(self) -> None:
+    def busy_port(self) -> int:
+        """A loopback port some other socket is listening on."""
         busy = socket.socket()
         self.addCleanup(busy.close)
         busy.bind(("127.0.0.1", 0))
         busy.listen()
-        where = f"tcp:{busy.getsockname()[1]}:interface=127.0.0.1"
+        return int(busy.getsockname()[1])
+
+    async def test_port_in_use(self) -> None:
+        where = f"tcp:{self.busy_port()}:interface=127.0.0.1"
         self.assertEqual(await self.mistake("--listen", where, status=1),
                          f"--listen {where}: address already in use (is another server running? "
                          "choose another port with --listen tcp:PORT)")
 
     async def test_port_in_use_after_another_listener(self) -> None:
         """The unix listener that did start is closed and its file removed."""
-        busy = socket.socket()
-        self.addCleanup(busy.close)
-        busy.bind(("127.0.0.1", 0))
-        busy.listen()
         sock = os.path.join(self.cwd, "first.sock")
         line = await self.mistake("--listen", f"unix:{sock}", "--listen",
-                                  f"tcp:{busy.getsockname()[1]}", status=1)
+                                  f"tcp:{self.busy_port()}", status=1)
         self.assertIn("address already in use", line)
         self.assertEqual(sorted(os.listdir(self.cwd)), ["userapp.py"])  # no socket, no lock
 

@@ -90,14 +90,13 @@ class Settings:
     def __post_init__(self) -> None:
         if not self.path.startswith("/") or self.path == "/":
             raise SettingError("path", self.path, "must start with '/' and name a resource")
-        for spec in option_fields():
-            check(spec.name, getattr(self, spec.name))
+        for spec in OPTION_FIELDS.values():
+            check(spec, getattr(self, spec.name))
         OriginPolicy(self.allowed_origins)  # raises ValueError on a malformed pattern
 
 
-def option_fields() -> list[Any]:
-    """The Settings fields that are options (they have help text), in declaration order."""
-    return [f for f in fields(Settings) if "help" in f.metadata]
+# The Settings fields that are options (they have help text), by name, in declaration order.
+OPTION_FIELDS: dict[str, Any] = {f.name: f for f in fields(Settings) if "help" in f.metadata}
 
 
 def kind(spec: Any) -> type:
@@ -114,9 +113,8 @@ def bounds(spec: Any) -> str:
     return f"{noun} {'>' if m['low_open'] else '>='} {m['low']:g}"
 
 
-def check(name: str, value: Any) -> None:
-    """Raise SettingError unless ``value`` is within the bounds of field ``name``."""
-    spec = next(f for f in fields(Settings) if f.name == name)
+def check(spec: Any, value: Any) -> None:
+    """Raise SettingError unless ``value`` is within the bounds of the field ``spec``."""
     if kind(spec) is str:
         return
     m = spec.metadata
@@ -124,4 +122,4 @@ def check(name: str, value: Any) -> None:
         kind(spec) is float and type(value) in (int, float) and math.isfinite(value)
     if not number or value < m["low"] or (m["low_open"] and value == m["low"]) \
             or (m["high"] is not None and value > m["high"]):
-        raise SettingError(name, value, f"must be {bounds(spec)}")
+        raise SettingError(spec.name, value, f"must be {bounds(spec)}")

@@ -35,12 +35,12 @@ def resolve(spec: str) -> Any:
         raise ConfigurationError(f"{spec}: expected package.module[:attribute], e.g. myapp:App")
     try:
         obj: Any = importlib.import_module(module_name)
-    except ModuleNotFoundError as e:
-        if e.name is not None and module_name.startswith(e.name):
+    except Exception as e:
+        missing = e.name if isinstance(e, ModuleNotFoundError) else None
+        if missing and (module_name + ".").startswith(missing + "."):
             # The module itself (or its package) is missing, not something it imports.
-            raise ConfigurationError(f"{spec}: no module named {e.name!r}") from e
-        raise ConfigurationError(f"{spec}: importing {module_name!r} failed: {_brief(e)}") from e
-    except Exception as e:  # the module's own code failed: say where, in one line
+            raise ConfigurationError(f"{spec}: no module named {missing!r}") from e
+        # the module's own code failed: say what and where, in one line
         raise ConfigurationError(f"{spec}: importing {module_name!r} failed: {_brief(e)}") from e
     for part in attribute.split("."):
         try:
@@ -53,12 +53,10 @@ def resolve(spec: str) -> Any:
 
 def _brief(e: BaseException) -> str:
     """``Type: message (file:line)`` of an exception, where it was raised; one line."""
-    where = ""
     if isinstance(e, SyntaxError) and e.filename:
         return f"SyntaxError: {e.msg} ({e.filename}:{e.lineno})"
     frames = traceback.extract_tb(e.__traceback__)
-    if frames:
-        where = f" ({frames[-1].filename}:{frames[-1].lineno})"
+    where = f" ({frames[-1].filename}:{frames[-1].lineno})" if frames else ""
     return f"{type(e).__name__}: {e}{where}"
 
 

@@ -18,7 +18,7 @@ from twisted.python import usage
 
 from . import registry
 from .app import DEFAULT_LISTEN, WSService
-from .config import SettingError, Settings, bounds, kind, option_fields
+from .config import OPTION_FIELDS, SettingError, Settings, bounds, check, kind
 from .endpoints import ListenError, parse
 from .errors import ConfigurationError
 from .log import logger
@@ -28,7 +28,6 @@ from .web import check_resources
 DEFAULT_HANDLER = "wsservice.demo:DemoApp"
 EXIT_USAGE = 2
 EXIT_START = 1
-_DEFAULTS = Settings()
 
 
 class OptionError(usage.UsageError):
@@ -49,7 +48,7 @@ def _help(spec: Any) -> str:
     return f"{spec.metadata['help']} [default: {_show(spec.default)}{unit}]"
 
 
-_SETTING_OPTIONS = {_flag(spec)[2:]: spec for spec in option_fields()}
+_SETTING_OPTIONS = {_flag(spec)[2:]: spec for spec in OPTION_FIELDS.values()}
 
 
 def _coerce(spec: Any, text: str) -> Any:
@@ -64,7 +63,7 @@ def _coerce(spec: Any, text: str) -> Any:
         noun = "a whole number" if kind(spec) is int else "a number"
         raise OptionError(f"{flag} {text}: not {noun}; {example}") from None
     try:
-        Settings(**{spec.name: value})
+        check(spec, value)
     except SettingError:
         raise OptionError(f"{flag} {text}: must be {bounds(spec)}; {example}") from None
     return value
@@ -110,7 +109,7 @@ class Options(usage.Options):
          "Authenticator: hmac:SECRET_FILE (HMAC-signed tokens with expiry, see "
          "python -m wsservice.tokens) or package.module:attribute providing "
          "IAuthenticator (default: everyone is anonymous)."],
-    ] + [[_flag(spec)[2:], None, None, _help(spec)] for spec in option_fields()]
+    ] + [[_flag(spec)[2:], None, None, _help(spec)] for spec in OPTION_FIELDS.values()]
 
     optFlags = [
         ["conformance-echo", None,
@@ -175,8 +174,9 @@ class Options(usage.Options):
                 allowed_origins=tuple(self["allowed-origin"]),
                 conformance_echo=bool(self["conformance-echo"]), **values)
         except SettingError as e:  # only path is left unchecked by _coerce
-            raise OptionError(f"{_flag(_spec(e.name))} {e.value}: {e.problem}; "
-                              f"e.g. {_flag(_spec(e.name))} {_spec(e.name).default}") from e
+            spec = OPTION_FIELDS[e.name]
+            raise OptionError(f"{_flag(spec)} {e.value}: {e.problem}; "
+                              f"e.g. {_flag(spec)} {spec.default}") from e
         except ValueError as e:  # a malformed --allowed-origin pattern
             raise OptionError(f"--allowed-origin: {e}") from e
         self._import_path()
@@ -217,12 +217,8 @@ class Options(usage.Options):
         cause = e.__cause__
         if isinstance(cause, ModuleNotFoundError) and "no module named" in text:
             text += (f"; looked in {self['app-dir']} (--app-dir) and the installed packages: "
-                     f"put {cause.name.split('.')[0]}.py there or install it")
+                     f"put {(cause.name or '?').split('.')[0]}.py there or install it")
         return text
-
-
-def _spec(name: str) -> Any:
-    return next(spec for spec in option_fields() if spec.name == name)
 
 
 def _exit(line: str, status: int) -> NoReturn:
@@ -269,12 +265,11 @@ class CommandLineService(WSService):
 def makeService(options: Options) -> IService:
     """Build the service twistd runs from parsed options."""
     parent = options.parent if options.parent is not None else {}
-    logfile = parent.get("logfile")
+    foreground = bool(parent.get("nodaemon", True))
     service = CommandLineService(
         SessionService(options["handlers"], options["settings"], options["authenticator"]),
-        pidfile=parent.get("pidfile") or None,
-        foreground=bool(parent.get("nodaemon", True)),
-        log_to_stdout=logfile in (None, "-") and bool(parent.get("nodaemon", True)))
+        pidfile=parent.get("pidfile") or None, foreground=foreground,
+        log_to_stdout=foreground and parent.get("logfile") in (None, "-"))
     for description in options["listen"]:
         service.listen(description)
     return service
