@@ -47,6 +47,10 @@ class TwistdTests(TestCase):
                             "--listen", "tcp:0:interface=127.0.0.1", "--listen", f"unix:{sock}"],
             self.cwd, listeners=2)
         self.assertEqual(os.stat(sock).st_mode & 0o777, 0o600)
+        # the start-up line's URLs end at whitespace (bench/run.py reads ws://\S+), and
+        # name the demo page
+        self.assertRegex(proto.text, rf"ws://127\.0\.0\.1:{proto.port()}/ws \(page "
+                                     rf"http://127\.0\.0\.1:{proto.port()}/\)\n")
 
         tcp = await connect(f"127.0.0.1:{proto.port()}")
         unix = await connect(f"unix:{sock}")

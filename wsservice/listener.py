@@ -26,11 +26,12 @@ def describe(port: IListeningPort, path: str, secure: bool, page: bool = False) 
     if hasattr(host, "port"):
         address = f"[{host.host}]" if ":" in host.host else host.host
         url = f"{scheme}://{address}:{host.port}{path}"
-        return url + (f", page http{scheme[2:]}://{address}:{host.port}/" if page else "")
+        # URLs end at whitespace: tools (bench/run.py) take ws://\S+ from this line
+        return url + (f" (page http{scheme[2:]}://{address}:{host.port}/)" if page else "")
     name = getattr(host, "name", host)
     if isinstance(name, bytes):
         name = name.decode("utf-8", "replace")
-    page_note = ", page at / on the same socket" if page else ""
+    page_note = " (page at / on the same socket)" if page else ""
     return f"{scheme} over unix socket {name}, path {path}{page_note}"
 
 
