@@ -14,6 +14,8 @@ class ISession(Interface):
     meta = Attribute("dict: the hello's ``meta`` object (empty when none was sent).")
     seq = Attribute("int: the seq of the last message pushed to this session.")
     closed = Attribute("bool: True once the session has ended.")
+    attached = Attribute("bool: True while a client connection is attached (False while the "
+                         "session waits to be resumed, and once it has ended).")
 
     def push(event: str, data: object = None) -> int:
         """Push event ``event`` with ``data`` to the client; return its ``seq``.

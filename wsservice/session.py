@@ -73,6 +73,11 @@ class Session:
     def __repr__(self) -> str:
         return f"<Session {self.label}>"
 
+    @property
+    def attached(self) -> bool:
+        """True while a connection is attached (False while resumable or once ended)."""
+        return self.link is not None
+
     # -- handler API --------------------------------------------------------------------------
 
     def push(self, event: str, data: Any = None) -> int:
