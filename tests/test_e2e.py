@@ -106,7 +106,7 @@ class _EndToEnd:
     async def wait_detached(self, session_id: str) -> None:
         session = self.service.sessions.sessions[session_id]
         for _ in range(200):
-            if session.link is None:
+            if not session.attached:
                 return
             await deferLater(reactor, 0.01, lambda: None)
         self.fail("the server never saw the connection go")
@@ -139,7 +139,7 @@ class _EndToEnd:
         await c.closed
         await self.wait_detached(welcome["session"])
         # while the client is away, things happen to its session
-        self.assertEqual(self.service.sessions.publish("news", {"n": 1}), 1)
+        self.assertIsNone(self.successResultOf(self.service.sessions.publish("news", {"n": 1})))
         self.service.sessions.sessions[welcome["session"]].push("missed", 2)
 
         c2 = await self.client()
@@ -507,7 +507,7 @@ class _EndToEnd:
         await self.expect_close(waiting, 1001)
         await stopping
         # resumable for the rest of its TTL, in process memory
-        self.assertIsNone(self.service.sessions.sessions[welcome["session"]].link)
+        self.assertFalse(self.service.sessions.sessions[welcome["session"]].attached)
 
 
 class TCPTests(_EndToEnd, TestCase):

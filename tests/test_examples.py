@@ -20,7 +20,8 @@ from zope.interface.verify import verifyObject
 from examples.chat import ChatApp, TokenAuthenticator, authenticatorFromEnvironment
 from wsservice import IAuthenticator, ICallHandler, IEventHandler, ISessionObserver, Settings
 from wsservice import WSService, tap
-from wsservice.errors import CLOSE_UNAUTHORIZED, ConfigurationError
+from wsservice.closecodes import CLOSE_UNAUTHORIZED
+from wsservice.errors import ConfigurationError
 from wsservice.registry import load, load_authenticator
 from wsservice.testing import FakeClient, ServiceHarness
 

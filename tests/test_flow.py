@@ -73,18 +73,18 @@ class SlowConsumerTests(_Server, TestCase):
         c = await self.client()
         welcome = await c.hello()
         session = self.service.sessions.sessions[welcome["session"]]
-        server_link = session.link
+        server_link = next(iter(self.service.sessions.connections)).link
         c.transport.pauseProducing()  # stop reading: the server's writes back up
         payload = "x" * 4000
         for i in range(2000):  # up to 80 MB of pushes asked for, in small calls: more than
             # the kernel's socket buffers hold, so the server's own buffer must fill
-            if session.link is None:
+            if not session.attached:
                 break
             c.send({"type": "call", "id": i, "method": "push",
                     "params": {"count": 10, "event": "e", "data": payload}})
             if i % 50 == 0:
                 await sleep(0.01)
-        await self.until(lambda: session.link is None, "the slow consumer to be detached")
+        await self.until(lambda: not session.attached, "the slow consumer to be detached")
         # what waits in the server's transport buffer is bounded by the limit, plus the
         # transport's own 64 KiB high-water mark, one turn's batch of frames (at most
         # 64 KiB, sent together), the message that crossed each mark and the close frame
@@ -109,7 +109,7 @@ class HeartbeatTests(_Server, TestCase):
         self.assertEqual(welcome["heartbeat"], 0.2)
         session = self.service.sessions.sessions[welcome["session"]]
         c.transport.pauseProducing()  # cannot answer pings any more
-        await self.until(lambda: session.link is None, "the silent peer to be dropped")
+        await self.until(lambda: not session.attached, "the silent peer to be dropped")
         self.assertFalse(session.closed)
 
     async def test_answering_peer_stays(self) -> None:

@@ -35,7 +35,7 @@ from hypothesis.stateful import (
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from wsservice import errors, wire
+from wsservice import closecodes, errors, wire
 from wsservice.config import Settings
 from wsservice.demo import DemoApp
 from wsservice.testing import FakeClient, FakeLink, ServiceHarness
@@ -249,7 +249,7 @@ class GarbageTests(SynchronousTestCase):
                 # RFC 6455: a text message that is not UTF-8 fails the connection
                 self.assertEqual(client.closed, 1007, payload)
             elif client.closed is not None:
-                self.assertEqual(client.closed, errors.CLOSE_NORMAL)  # only bye closes here
+                self.assertEqual(client.closed, closecodes.CLOSE_NORMAL)  # only bye closes here
         harness.clock.advance(61)  # sleeps, call and server-call timeouts fire
         for frame in frames_of(client, seen):
             checker.check(frame)
@@ -292,7 +292,7 @@ class GarbageTests(SynchronousTestCase):
                 self.assertIn(code, {"bad_message", "not_registered"})
             else:
                 self.assertEqual(code, "not_registered")
-            self.assertEqual(client.closed, errors.CLOSE_PROTOCOL_VIOLATION)
+            self.assertEqual(client.closed, closecodes.CLOSE_PROTOCOL_VIOLATION)
             self.assertEqual(harness.service.sessions, {})
         client.connection.lost()
         self.assertEqual(len(harness.service.connections), 0)
@@ -491,7 +491,7 @@ class SessionMachine(RuleBasedStateMachine):
                                                      old.buffer)
         if takeover is not None:
             assert old.owner is c
-            self._server_closed(c, errors.CLOSE_SESSION_TAKEN)
+            self._server_closed(c, closecodes.CLOSE_SESSION_TAKEN)
         elif old.alive and old.owner is not None:
             raise AssertionError("model: a session attached to a client without connection")
         c.conn = conn
@@ -576,7 +576,7 @@ class SessionMachine(RuleBasedStateMachine):
         assert got[0]["error"]["code"] in BAD_INPUT, got
         s.bad += 1
         if s.bad > MAX_BAD:
-            self._server_closed(c, errors.CLOSE_PROTOCOL_VIOLATION)
+            self._server_closed(c, closecodes.CLOSE_PROTOCOL_VIOLATION)
             s.owner, s.detached_at = None, self.clock.seconds()
         else:
             assert c.conn.closed is None
@@ -624,7 +624,7 @@ class SessionMachine(RuleBasedStateMachine):
         c.conn.send({"type": "bye"})
         self._settle()
         c.session.alive, c.session.owner = False, None
-        self._server_closed(c, errors.CLOSE_NORMAL)
+        self._server_closed(c, closecodes.CLOSE_NORMAL)
 
     @rule(seconds=st.one_of(st.floats(0, 120), st.sampled_from([TTL, TTL / 2, 0.0])))
     def advance(self, seconds: float) -> None:
@@ -667,8 +667,9 @@ class SessionMachine(RuleBasedStateMachine):
     @rule(payload=small_data)
     def publish(self, payload: Any) -> None:
         subscribers = [s for s in self.sessions.values() if s.alive and s.subscribed]
-        n = self.service.publish(TOPIC, payload)
-        assert n == len(subscribers)
+        published: list[Any] = []
+        self.service.publish(TOPIC, payload).addCallback(published.append)
+        assert published == [None]  # accepted at once: one process, in memory
         for s in subscribers:
             self._expect(s, s.push({"type": "message", "topic": TOPIC, "data": payload}))
         self._settle()
@@ -685,37 +686,41 @@ class SessionMachine(RuleBasedStateMachine):
             assert session.seq == self.sessions[sid].seq
         subscribed = {self.service.sessions[s.id] for s in self.sessions.values()
                       if s.alive and s.subscribed}
-        assert self.service.topics.get(TOPIC, set()) == subscribed
+        assert self.service.broker.topics.get(TOPIC, set()) == subscribed
 
     @invariant()
     def attached_or_expiring(self) -> None:
         live_links = {c.conn.link: c for c in self.clients if c.conn is not None}
+        store = self.service.store
         for sid, session in self.service.sessions.items():
             model = self.sessions[sid]
-            if session.link is not None:
-                assert isinstance(session.link, FakeLink)
-                assert session.link.close_code is None
-                assert session.link in live_links
-                assert model.owner is live_links[session.link]
-                assert session.expiry is None or not session.expiry.active()
+            expires = store.expiresAt(sid)
+            if session.attached:
+                owners = [c for link, c in live_links.items() if session.isAttachedTo(link)]
+                assert len(owners) == 1, owners
+                assert owners[0].conn.link.close_code is None
+                assert model.owner is owners[0]
+                assert expires is None
             else:
                 assert model.owner is None
-                assert session.expiry is not None and session.expiry.active(), sid
-                assert abs(session.expiry.getTime() - (model.detached_at + TTL)) < 1e-9
+                assert expires is not None, sid
+                assert abs(expires - (model.detached_at + TTL)) < 1e-9
 
     @invariant()
     def replay_buffers(self) -> None:
         for sid, session in self.service.sessions.items():
-            seqs = [seq for seq, _ in session.replay]
+            record = self.service.store.get(sid)
+            kept = record.kept()
+            seqs = [seq for seq, _ in kept]
             if seqs:
                 assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), seqs
                 assert seqs[-1] == session.seq
-            assert session.replay_size == sum(len(f) for _, f in session.replay)
-            assert len(session.replay) <= REPLAY_LIMIT
-            assert session.replay_size <= REPLAY_BYTES
+            assert record.kept_bytes == sum(len(f) for _, f in kept)
+            assert len(kept) <= REPLAY_LIMIT
+            assert record.kept_bytes <= REPLAY_BYTES
             model = self.sessions[sid]
             assert seqs == [s for s, _ in model.buffer], (seqs, model.buffer)
-            for seq, frame in session.replay:
+            for seq, frame in kept:
                 assert orjson.loads(frame) == model.pushed[seq]
 
     @invariant()
@@ -901,7 +906,7 @@ class BudgetTests(SynchronousTestCase):
             if bad <= k:
                 self.assertIsNone(client.closed, (bad, k, payload))
             else:
-                self.assertEqual(client.closed, errors.CLOSE_PROTOCOL_VIOLATION)
+                self.assertEqual(client.closed, closecodes.CLOSE_PROTOCOL_VIOLATION)
                 break
         harness.stop()
 
@@ -969,5 +974,5 @@ class RateLimitTests(SynchronousTestCase):
             self.assertIsNone(client.closed)
             client.send({"type": "ping"})
             self.assertEqual(client.next()["error"]["code"], "rate_limited")
-        self.assertEqual(client.closed, errors.CLOSE_RATE_LIMITED)
+        self.assertEqual(client.closed, closecodes.CLOSE_RATE_LIMITED)
         harness.stop()

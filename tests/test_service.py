@@ -91,15 +91,15 @@ class Extra(Handler):
 class Observer(Handler):
     """Records sessionOpened / sessionClosed."""
 
-    def __init__(self) -> None:
+    def __init__(self, push: bool = False) -> None:
         self.opened: list[Any] = []
         self.closed: list[tuple[Any, str]] = []
-        self.frames_at_open: list[int] = []
+        self.push = push
 
     def sessionOpened(self, session: Any) -> None:
         self.opened.append(session)
-        link = session.link
-        self.frames_at_open.append(len(link.frames) if link is not None else -1)
+        if self.push:
+            session.push("opened", len(self.opened))
 
     def sessionClosed(self, session: Any, reason: str) -> None:
         self.closed.append((session, reason))
@@ -639,7 +639,7 @@ class BadMessageTests(ServiceTestCase):
         self.assertEqual(c.closed, 4400)
         # protocol.md §2: a server-side close does not end the session; it stays resumable
         [session] = self.h.service.sessions.values()
-        self.assertIsNone(session.link)
+        self.assertFalse(session.attached)
         self.assertFalse(session.closed)
         self.clock.advance(60)
         self.assertTrue(session.closed)
@@ -766,7 +766,7 @@ class LifecycleTests(ServiceTestCase):
         session = next(iter(h.service.sessions.values()))
         c.drop()
         self.assertEqual(list(h.service.sessions.values()), [session])
-        self.assertIsNone(session.link)
+        self.assertFalse(session.attached)
         self.assertFalse(session.closed)
         self.assertEqual(set(session.inflight), {1, 2, 3})
         self.assertEqual(self.extra.cancelled, [])
@@ -823,14 +823,17 @@ class LifecycleTests(ServiceTestCase):
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
     def test_observer_reasons(self) -> None:
-        obs = Observer()
+        obs = Observer(push=True)
         h = self.harness(extra=(obs,))
         a, b = h.connect(), h.connect()
         a.hello()
         b.hello()
         self.assertEqual(len(obs.opened), 2)
-        # told just after welcome is sent, so an observer may push at once
-        self.assertEqual(obs.frames_at_open, [1, 1])
+        # told just after welcome is sent, so an observer may push at once: the push comes
+        # right after the welcome hello() read
+        self.assertEqual([a.next(), b.next()],
+                         [{"type": "event", "event": "opened", "data": n, "seq": 1}
+                          for n in (1, 2)])
         a.send({"type": "bye"})
         b.drop()
         # b's session is detached, not ended: it ends when resume_ttl (60 s) has passed
@@ -946,7 +949,7 @@ class LifecycleTests(ServiceTestCase):
         self.assertEqual((a.closed, b.closed), (1001, 1001))
         self.assertEqual(fired, [])
         self.assertEqual(list(h.service.sessions.values()), sessions)
-        self.assertEqual([s.link for s in sessions], [None, None])
+        self.assertEqual([s.attached for s in sessions], [False, False])
         self.assertEqual(obs.closed, [])
         a.drop()
         self.assertEqual(fired, [])
@@ -1178,7 +1181,7 @@ class IsolationTests(ServiceTestCase):
         self.assertIsNone(good.closed)
         # the bad client's session is detached (resumable), the good one still attached
         self.assertEqual(len(h.service.sessions), 2)
-        self.assertEqual(sorted(s.link is None for s in h.service.sessions.values()),
+        self.assertEqual(sorted(not s.attached for s in h.service.sessions.values()),
                          [False, True])
 
     def test_bad_client_with_call_in_flight_closed_4400(self) -> None:

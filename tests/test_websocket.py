@@ -26,7 +26,7 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import TestCase
 from zope.interface import implementer
 
-from wsservice import errors
+from wsservice import closecodes, errors
 from wsservice.config import Settings
 from wsservice.demo import DemoApp
 from wsservice.interfaces import IAuthenticator
@@ -175,7 +175,7 @@ class _AdapterTest(TestCase):
         """The session of ``welcome`` lost its connection but stays resumable."""
         self.assertEqual(list(self.service.sessions), [welcome["session"]])
         session = self.service.sessions[welcome["session"]]
-        self.assertIsNone(session.link)
+        self.assertFalse(session.attached)
         self.assertFalse(session.closed)
         self.assertEqual(sum(self.service.metrics.sessions_closed.values()), 0)
 
@@ -315,18 +315,18 @@ class MessageTests(_AdapterTest):
         client = await self.connect()
         welcome = await self.hello(client)
         client.sendMessage(b'{"type":"ping"}', isBinary=True)
-        await self.closed_with(client, errors.CLOSE_UNSUPPORTED_DATA)
+        await self.closed_with(client, closecodes.CLOSE_UNSUPPORTED_DATA)
         self.assertDetached(welcome)
         self.assertEqual(self.service.connections, set())
         again = await self.connect()
         resumed = await self.resume(again, welcome)
         self.assertEqual((resumed["session"], resumed["resumed"]), (welcome["session"], True))
-        self.assertIs(self.service.sessions[welcome["session"]].link, self.servers[1])
+        self.assertTrue(self.service.sessions[welcome["session"]].isAttachedTo(self.servers[1]))
 
     async def test_binary_before_hello(self) -> None:
         client = await self.connect()
         client.sendMessage(b"\x00\x01", isBinary=True)
-        await self.closed_with(client, errors.CLOSE_UNSUPPORTED_DATA)
+        await self.closed_with(client, closecodes.CLOSE_UNSUPPORTED_DATA)
         self.assertEqual(self.service.connections, set())
 
     async def test_bye(self) -> None:
@@ -334,7 +334,7 @@ class MessageTests(_AdapterTest):
         client = await self.connect()
         await self.hello(client)
         client.send({"type": "bye"})
-        await self.closed_with(client, errors.CLOSE_NORMAL)
+        await self.closed_with(client, closecodes.CLOSE_NORMAL)
         self.assertEqual(self.service.sessions, {})
 
     async def test_handler_crash_closes_1011(self) -> None:
@@ -347,7 +347,7 @@ class MessageTests(_AdapterTest):
 
         self.servers[0]._connection.received = boom  # type: ignore[union-attr]
         client.send({"type": "ping"})
-        await self.closed_with(client, errors.CLOSE_INTERNAL_ERROR)
+        await self.closed_with(client, closecodes.CLOSE_INTERNAL_ERROR)
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
 
     async def test_client_drop_keeps_session_until_resume_ttl(self) -> None:
@@ -371,8 +371,8 @@ class MessageTests(_AdapterTest):
         """A closing handshake the client starts with 1000 ends its session at once."""
         client = await self.connect()
         await self.hello(client)
-        client.sendClose(errors.CLOSE_NORMAL)
-        await self.closed_with(client, errors.CLOSE_NORMAL)
+        client.sendClose(closecodes.CLOSE_NORMAL)
+        await self.closed_with(client, closecodes.CLOSE_NORMAL)
         self.assertEqual(self.service.sessions, {})
         self.assertEqual(self.service.connections, set())
         self.assertEqual(self.service.metrics.sessions_closed["bye"], 1)
@@ -393,7 +393,7 @@ class MessageTests(_AdapterTest):
         client = await self.connect()
         welcome = await self.hello(client)
         drained = self.service.stopService()
-        await self.closed_with(client, errors.CLOSE_GOING_AWAY)
+        await self.closed_with(client, closecodes.CLOSE_GOING_AWAY)
         self.assertIsNone(self.successResultOf(drained))
         self.assertEqual(self.service.connections, set())
         self.assertDetached(welcome)
@@ -425,7 +425,7 @@ class LimitTests(_AdapterTest):
         client = await self.connect()
         welcome = await self.hello(client)
         client.sendMessage(self.call(1025), False)
-        await self.closed_with(client, errors.CLOSE_TOO_BIG)
+        await self.closed_with(client, closecodes.CLOSE_TOO_BIG)
         self.assertEqual(client.messages, [])
         # the session stays resumable (protocol.md §2)
         self.assertDetached(welcome)
@@ -435,14 +435,14 @@ class LimitTests(_AdapterTest):
         client = await self.connect()
         await self.hello(client)
         client.sendMessage(self.call(1500), False, fragmentSize=500)
-        await self.closed_with(client, errors.CLOSE_TOO_BIG)
+        await self.closed_with(client, closecodes.CLOSE_TOO_BIG)
 
     async def test_too_big_once_inflated(self) -> None:
         """With permessage-deflate the limit applies to the inflated message."""
         client = await self.connect(deflate=True)
         await self.hello(client)
         client.sendMessage(self.call(4096), False)
-        await self.closed_with(client, errors.CLOSE_TOO_BIG)
+        await self.closed_with(client, closecodes.CLOSE_TOO_BIG)
         self.assertLess(self.servers[0].trafficStats.incomingOctetsWireLevel, 1024)
 
     async def test_hello_timeout(self) -> None:
@@ -451,7 +451,7 @@ class LimitTests(_AdapterTest):
         self.clock.advance(9.9)
         self.assertFalse(client.closed.called)
         self.clock.advance(0.2)
-        reason = await self.closed_with(client, errors.CLOSE_HELLO_TIMEOUT)
+        reason = await self.closed_with(client, closecodes.CLOSE_HELLO_TIMEOUT)
         self.assertEqual(reason, "no hello in time")
         self.assertEqual(self.service.connections, set())
 
@@ -482,7 +482,7 @@ class CloseTests(_AdapterTest):
         self.assertDetached(welcome)
         other = await self.connect()
         other.send({"type": "hello"})
-        await self.closed_with(other, errors.CLOSE_TRY_AGAIN_LATER)
+        await self.closed_with(other, closecodes.CLOSE_TRY_AGAIN_LATER)
         self.assertEqual(other.messages, [])
         again = await self.connect()
         resumed = await self.resume(again, welcome)
@@ -495,14 +495,14 @@ class CloseTests(_AdapterTest):
         first = await self.connect()
         await self.hello(first)
         second = await self.connect()
-        await self.closed_with(second, errors.CLOSE_TRY_AGAIN_LATER)
+        await self.closed_with(second, closecodes.CLOSE_TRY_AGAIN_LATER)
         self.assertFalse(first.closed.called)
 
     async def test_full_before_hello(self) -> None:
         """Connections that have not said hello count too: a second one is closed 1013."""
         first = await self.connect()
         second = await self.connect()
-        await self.closed_with(second, errors.CLOSE_TRY_AGAIN_LATER)
+        await self.closed_with(second, closecodes.CLOSE_TRY_AGAIN_LATER)
         self.assertFalse(first.closed.called)
         await self.hello(first)
 
@@ -528,7 +528,7 @@ class NoResumeTests(_AdapterTest):
         client = await self.connect()
         await self.hello(client)
         client.sendMessage(b'{"type":"ping"}', isBinary=True)
-        await self.closed_with(client, errors.CLOSE_UNSUPPORTED_DATA)
+        await self.closed_with(client, closecodes.CLOSE_UNSUPPORTED_DATA)
         self.assertEqual(self.service.sessions, {})
         self.assertEqual(self.service.metrics.sessions_closed["lost"], 1)
 
@@ -550,7 +550,7 @@ class NoResumeTests(_AdapterTest):
         client.send({"type": "hello"})
         error = await client.receive()
         self.assertEqual(error["error"]["message"], reason)
-        got = await self.closed_with(client, errors.CLOSE_UNAUTHORIZED)
+        got = await self.closed_with(client, closecodes.CLOSE_UNAUTHORIZED)
         self.assertTrue(reason.startswith(got))
         self.assertLessEqual(len(got.encode("utf-8")), 123)
         self.assertGreater(len(got.encode("utf-8")), 123 - 4)

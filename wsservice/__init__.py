@@ -14,26 +14,36 @@ from .errors import (
     Unauthorized,
 )
 from .handler import Handler, call, event
+from .hmactokens import HMACAuthenticator
 from .interfaces import (
     IAuthenticator,
     IAuthRequest,
+    IBroker,
     ICallHandler,
+    IDeliverable,
     IEventHandler,
     IResourceProvider,
     ISession,
     ISessionObserver,
+    ISessionRecord,
+    ISessionStore,
     ITopicAuthorizer,
 )
 from .listener import ListenerService
+from .memorybroker import MemoryBroker
+from .memorystore import MemoryRecord, MemorySessionStore
+from .reasons import Close
 from .service import SessionService
 from .session import Session
-from .hmactokens import HMACAuthenticator
+from .store import Claim
 
 __all__ = [
     "__version__",
-    "ANONYMOUS", "AnonymousAuthenticator", "ApplicationError", "AuthRequest",
-    "ConfigurationError", "Forbidden", "HMACAuthenticator", "Handler", "IAuthRequest", "IAuthenticator",
-    "ICallHandler", "IEventHandler", "IResourceProvider", "ISession", "ISessionObserver", "ITopicAuthorizer",
-    "InvalidParams", "ListenerService", "RemoteError", "Session", "SessionClosed",
-    "SessionService", "Settings", "Unauthorized", "WSService", "call", "event", "makeService",
+    "ANONYMOUS", "AnonymousAuthenticator", "ApplicationError", "AuthRequest", "Claim", "Close",
+    "ConfigurationError", "Forbidden", "HMACAuthenticator", "Handler", "IAuthRequest",
+    "IAuthenticator", "IBroker", "ICallHandler", "IDeliverable", "IEventHandler",
+    "IResourceProvider", "ISession", "ISessionObserver", "ISessionRecord", "ISessionStore",
+    "ITopicAuthorizer", "InvalidParams", "ListenerService", "MemoryBroker", "MemoryRecord",
+    "MemorySessionStore", "RemoteError", "Session", "SessionClosed", "SessionService",
+    "Settings", "Unauthorized", "WSService", "call", "event", "makeService",
 ]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
-from twisted.application.service import MultiService, Service
+from twisted.application.service import IService, MultiService, Service
 from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
 
 from .config import Settings
@@ -21,7 +21,7 @@ class WSService(MultiService):
 
     Stopping drains first (new handshakes get 503, /healthz 503, every connection is closed
     1001 and given up to ``drain_timeout`` to go), then stops listening (unix socket files
-    are removed).
+    are removed), then stops every other child service, in reverse order of addition.
     """
 
     def __init__(self, sessions: SessionService, reactor: Any = None) -> None:
@@ -33,11 +33,18 @@ class WSService(MultiService):
         sessions.setServiceParent(self)
 
     def stopService(self) -> Deferred:
-        """Drain the sessions, then stop the listeners."""
+        """Drain the sessions, then stop the listeners, then every other child."""
         Service.stopService(self)  # not MultiService's: it would stop listeners first
+        others = [child for child in reversed(list(self))
+                  if child is not self.sessions and child not in self.listeners]
+
+        def stop(services: list[IService]) -> Deferred[Any]:
+            return DeferredList([maybeDeferred(service.stopService) for service in services
+                                 if service.running])
+
         d = maybeDeferred(self.sessions.stopService)
-        d.addBoth(lambda _: DeferredList(
-            [maybeDeferred(listener.stopService) for listener in self.listeners]))
+        d.addBoth(lambda _: stop(list(self.listeners)))
+        d.addBoth(lambda _: stop(others))
         d.addCallback(lambda _: None)
         return d
 

@@ -34,6 +34,11 @@ def _option(default: Any, help: str, low: float | None = None, low_open: bool = 
         "help": help, "low": low, "low_open": low_open, "high": high, "unit": unit})
 
 
+def _switch(default: bool, flag: str, help: str) -> Any:
+    """A boolean field that is also a twistd flag (``no-...`` flags turn it off)."""
+    return field(default=default, metadata={"help": help, "flag": flag})
+
+
 def _seconds(default: float, help: str, zero: bool = False) -> Any:
     return _option(default, help, low=0, low_open=not zero, unit="s")
 
@@ -82,8 +87,12 @@ class Settings:
         unit="bytes")
     drain_timeout: float = _seconds(
         10.0, "Seconds a graceful shutdown waits for connections to close.")
-    # Serve /echo (text and binary echo, same WebSocket stack) for the Autobahn Testsuite.
-    conformance_echo: bool = False
+    fast_path: bool = _switch(
+        True, "no-fast-path", "Use only Autobahn's public send and receive paths (slower; the "
+        "fast path is switched off by itself when its probe of Autobahn/Twisted fails).")
+    conformance_echo: bool = _switch(
+        False, "conformance-echo", "Also serve /echo, echoing text and binary messages on "
+        "the same WebSocket stack, for the Autobahn Testsuite. For conformance runs only.")
     # Messages held while an asynchronous authenticator decides on a hello.
     max_pending_before_welcome: int = 64
 
@@ -95,8 +104,11 @@ class Settings:
         OriginPolicy(self.allowed_origins)  # raises ValueError on a malformed pattern
 
 
-# The Settings fields that are options (they have help text), by name, in declaration order.
-OPTION_FIELDS: dict[str, Any] = {f.name: f for f in fields(Settings) if "help" in f.metadata}
+# The Settings fields that are options taking a value (they have help text), and those that
+# are flags, by name, in declaration order.
+OPTION_FIELDS: dict[str, Any] = {f.name: f for f in fields(Settings)
+                                 if "help" in f.metadata and "flag" not in f.metadata}
+FLAG_FIELDS: dict[str, Any] = {f.name: f for f in fields(Settings) if "flag" in f.metadata}
 
 
 def kind(spec: Any) -> type:

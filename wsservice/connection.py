@@ -5,21 +5,63 @@ Sans-IO: it gets text payloads and sends through a Link, so any framing can driv
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from twisted.internet.interfaces import IDelayedCall
-from .log import logger
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.python.failure import Failure
 
 from . import errors, wire
 from .auth import AuthRequest
+from .config import Settings
 from .errors import ApplicationError
-
-if TYPE_CHECKING:
-    from .service import SessionService
-    from .session import Link, Session
+from .log import logger
+from .metrics import Metrics
+from .reasons import Close
+from .session import Link, Session
 
 AWAITING_HELLO, AUTHENTICATING, OPEN, CLOSED = range(4)
+
+
+class ConnectionHost(Protocol):
+    """What a connection needs of the service (so neither module imports the other)."""
+
+    running: bool | int
+    clock: IReactorTime
+    settings: Settings
+    metrics: Metrics
+
+    @property
+    def full(self) -> bool:
+        """No new session may be created."""
+
+    def admit(self, connection: Connection) -> Close | None:
+        """Take a new connection in; None, or why it must close at once."""
+
+    def forget(self, connection: Connection) -> None:
+        """A connection is gone for good."""
+
+    def authenticate(self, request: AuthRequest) -> Deferred[Any]:
+        """Who the hello's client is."""
+
+    def resume(self, request: wire.Resume, link: Link) -> Deferred[Session | None]:
+        """Resume a session, or None."""
+
+    def open(self, principal: Any, meta: dict | None, link: Link) -> Deferred[Session]:
+        """A new session."""
+
+    def receive(self, session: Session, payload: bytes) -> None:
+        """A session's message."""
+
+    def disconnect(self, session: Session, reason: Close, text: str) -> None:
+        """Close a session's connection; it stays resumable."""
+
+    def detach(self, session: Session) -> None:
+        """A session lost its connection."""
+
+    def end(self, session: Session, reason: str, close: Close | int | None = None,
+            text: str = "") -> None:
+        """End a session for good."""
 
 
 class Connection:
@@ -27,42 +69,38 @@ class Connection:
 
     _log = logger()
 
-    def __init__(self, service: SessionService, link: Link, request: AuthRequest) -> None:
+    def __init__(self, service: ConnectionHost, link: Link, request: AuthRequest) -> None:
         self.service = service
         self.link = link
         self.session: Session | None = None
         self.state = AWAITING_HELLO
-        self._request = request
+        self._request: AuthRequest | None = request
         self._pending: list[bytes] = []
         self._pending_bytes = 0
         self._max_depth = service.settings.max_depth
         self._hello_timer: IDelayedCall | None = None
         self._meta: dict | None = None
         self._resume: wire.Resume | None = None
-        if not service.running:
-            self.close(errors.CLOSE_GOING_AWAY, "server shutting down")
+        refused = service.admit(self)
+        if refused is not None:
+            self.close(refused, "server shutting down" if refused is Close.GOING_AWAY
+                       else "server full, try again later")
             return
-        # Connections are bounded like sessions: a flood that never says hello cannot grow
-        # past max_sessions either. (A full server still lets existing sessions resume.)
-        if len(service.connections) >= service.settings.max_sessions:
-            self.close(errors.CLOSE_TRY_AGAIN_LATER, "server full, try again later")
-            return
-        service.connections.add(self)
         self._hello_timer = service.clock.callLater(service.settings.hello_timeout,
-                                                    self._hello_timed_out)
+                                                    self._helloTimedOut)
 
     def received(self, payload: bytes) -> None:
         """One text message arrived."""
         if self.state == OPEN:
             session = self.session
             assert session is not None
-            if session.link is not self.link:
+            if not session.isAttachedTo(self.link):
                 # ended, closed by the server, or resumed elsewhere while closing
                 self.state = CLOSED
                 return
             self.service.receive(session, payload)
         elif self.state == AWAITING_HELLO:
-            self._first_message(payload)
+            self._firstMessage(payload)
         elif self.state == AUTHENTICATING:
             # held for after welcome, bounded in count and in bytes (one largest message)
             settings = self.service.settings
@@ -70,38 +108,38 @@ class Connection:
             if len(self._pending) >= settings.max_pending_before_welcome \
                     or self._pending_bytes > settings.max_message_size:
                 self._refuse(errors.NOT_REGISTERED, "too much sent before welcome",
-                             errors.CLOSE_PROTOCOL_VIOLATION)
+                             Close.PROTOCOL_VIOLATION)
             else:
                 self._pending.append(payload)
 
     def binaryReceived(self) -> None:
-        """A binary message arrived: protocol.md allows text only (close 1003)."""
-        self.close(errors.CLOSE_UNSUPPORTED_DATA, "binary messages are not supported")
+        """A binary message arrived: protocol.md allows text only."""
+        self.close(Close.UNSUPPORTED_DATA, "binary messages are not supported")
 
     def shutdown(self) -> None:
-        """The server is stopping: close 1001 (a session stays resumable)."""
-        self.close(errors.CLOSE_GOING_AWAY, "server shutting down")
+        """The server is stopping (a session stays resumable)."""
+        self.close(Close.GOING_AWAY, "server shutting down")
 
-    def close(self, code: int, reason: str) -> None:
+    def close(self, reason: Close, text: str) -> None:
         """Close the connection; its session, if any, stays resumable."""
-        self._stop_timer()
+        self._stopTimer()
         self.state = CLOSED
         self._pending = []
         session = self.session
-        if session is not None and session.link is self.link:
-            self.service.disconnect(session, code, reason)
+        if session is not None and session.isAttachedTo(self.link):
+            self.service.disconnect(session, reason, text)
         else:
-            self.link.closeWith(code, reason)
+            self.link.close(reason, text)
 
     def lost(self, ended: bool = False) -> None:
-        """The transport connection is gone; ``ended`` when the client closed it with 1000,
+        """The transport connection is gone; ``ended`` when the client closed it normally,
         which ends its session for good."""
         self.service.forget(self)
-        self._stop_timer()
+        self._stopTimer()
         self.state = CLOSED
         self._pending = []
         session, self.session = self.session, None
-        if session is not None and session.link is self.link:
+        if session is not None and session.isAttachedTo(self.link):
             if ended:
                 self.service.end(session, "bye")
             else:
@@ -109,21 +147,21 @@ class Connection:
 
     # -- the hello ------------------------------------------------------------------------------
 
-    def _first_message(self, payload: bytes) -> None:
+    def _firstMessage(self, payload: bytes) -> None:
         try:
             message = wire.decode(payload, self._max_depth)
         except wire.WireError as e:
             if e.code == errors.INVALID_UTF8:
-                self.close(errors.CLOSE_INVALID_PAYLOAD, e.message)
+                self.close(Close.INVALID_PAYLOAD, e.message)
             elif e.kind == "hello":
-                self._refuse(errors.BAD_MESSAGE, e.message, errors.CLOSE_PROTOCOL_VIOLATION)
+                self._refuse(errors.BAD_MESSAGE, e.message, Close.PROTOCOL_VIOLATION)
             else:
                 self._refuse(errors.NOT_REGISTERED, "the first message must be a hello",
-                             errors.CLOSE_PROTOCOL_VIOLATION)
+                             Close.PROTOCOL_VIOLATION)
             return
         if not isinstance(message, wire.Hello):
             self._refuse(errors.NOT_REGISTERED, "the first message must be a hello",
-                         errors.CLOSE_PROTOCOL_VIOLATION)
+                         Close.PROTOCOL_VIOLATION)
             return
         # The hello timer keeps running: an authenticator that never answers must not pin
         # the connection open.
@@ -131,31 +169,49 @@ class Connection:
         self._meta = message.meta
         self._resume = message.resume
         self.service.metrics.messages_in["hello"] += 1  # later ones count in receive()
-        request = AuthRequest(message.auth, self._request.headers, self._request.peer,
-                              self._request.listener)
-        d = self.service.authenticate(request)
+        request = self._request
+        assert request is not None
+        d = self.service.authenticate(AuthRequest(message.auth, request.headers, request.peer,
+                                                  request.listener))
         d.addCallbacks(self._authenticated, self._unauthenticated)
 
     def _authenticated(self, principal: Any) -> None:
         if self.state != AUTHENTICATING:
             return  # the connection went away while the authenticator decided
-        service = self.service
-        if not service.running:
-            self.close(errors.CLOSE_GOING_AWAY, "server shutting down")
+        if not self.service.running:
+            self.close(Close.GOING_AWAY, "server shutting down")
             return
-        self._stop_timer()
-        session = None
-        if self._resume is not None:
-            session = service.resume(self._resume, self.link)
+        self._stopTimer()
+        resume, self._resume = self._resume, None
+        if resume is None:
+            self._new(principal)
+        else:
+            self.service.resume(resume, self.link).addCallback(self._resumed, principal)
+
+    def _resumed(self, session: Session | None, principal: Any) -> None:
         if session is None:
-            if service.full:
-                self.close(errors.CLOSE_TRY_AGAIN_LATER, "server full, try again later")
-                return
-            session = service.open(principal, self._meta, self.link)
+            self._new(principal)
+        else:
+            self._opened(session)
+
+    def _new(self, principal: Any) -> None:
+        if self.state != AUTHENTICATING:
+            return
+        if self.service.full:
+            self.close(Close.TRY_AGAIN_LATER, "server full, try again later")
+            return
+        self.service.open(principal, self._meta, self.link).addCallback(self._opened)
+
+    def _opened(self, session: Session) -> None:
+        if self.state != AUTHENTICATING:
+            # gone while a shared store answered: the session is resumable, not attached
+            if session.isAttachedTo(self.link):
+                self.service.detach(session)
+            return
         self.state = OPEN
         self.session = session
         # the handshake's headers were for the authenticator only (and read no more)
-        self._request = None  # type: ignore[assignment]
+        self._request = None
         pending, self._pending = self._pending, []
         for payload in pending:
             if self.state != OPEN:
@@ -170,26 +226,26 @@ class Connection:
         else:
             self._log.failure("authenticator failed unexpectedly", failure)
             message = "authentication failed"
-        self._log.info("hello from {peer} refused: {message}", peer=self._request.peer,
-                       message=message)
-        self._refuse(errors.UNAUTHORIZED, message, errors.CLOSE_UNAUTHORIZED)
+        self._log.info("hello from {peer} refused: {message}",
+                       peer=self._request.peer if self._request else "?", message=message)
+        self._refuse(errors.UNAUTHORIZED, message, Close.UNAUTHORIZED)
 
-    def _refuse(self, code: str, message: str, close: int) -> None:
+    def _refuse(self, code: str, message: str, reason: Close) -> None:
         """Answer an error (there is no session to answer through yet), then close."""
-        self.service.metrics.errors[code] += 1
-        self.service.metrics.messages_out["error"] += 1
+        metrics = self.service.metrics
+        metrics.errors[code] += 1
+        metrics.messages_out["error"] += 1
         self.link.sendText(wire.encode_error(code, message))
-        self.close(close, message)
+        self.close(reason, message)
 
-    def _hello_timed_out(self) -> None:
+    def _helloTimedOut(self) -> None:
         self._hello_timer = None
         if self.state in (AWAITING_HELLO, AUTHENTICATING):
-            self.close(errors.CLOSE_HELLO_TIMEOUT, "no hello in time"
+            self.close(Close.HELLO_TIMEOUT, "no hello in time"
                        if self.state == AWAITING_HELLO else "authentication took too long")
 
-    def _stop_timer(self) -> None:
+    def _stopTimer(self) -> None:
         if self._hello_timer is not None:
             if self._hello_timer.active():
                 self._hello_timer.cancel()
             self._hello_timer = None
-

@@ -34,26 +34,6 @@ CODES = frozenset({
 # Codes that spend the session's bad-message budget (protocol.md section 4).
 BAD_INPUT_CODES = frozenset({BAD_JSON, BAD_MESSAGE, ALREADY_REGISTERED, RATE_LIMITED})
 
-# WebSocket close codes of protocol.md section 4.
-CLOSE_NORMAL = 1000
-CLOSE_GOING_AWAY = 1001
-CLOSE_UNSUPPORTED_DATA = 1003
-CLOSE_INVALID_PAYLOAD = 1007
-CLOSE_TOO_BIG = 1009
-CLOSE_INTERNAL_ERROR = 1011
-CLOSE_TRY_AGAIN_LATER = 1013
-CLOSE_PROTOCOL_VIOLATION = 4400
-CLOSE_UNAUTHORIZED = 4401
-CLOSE_HELLO_TIMEOUT = 4408
-CLOSE_SESSION_TAKEN = 4409
-CLOSE_RATE_LIMITED = 4429
-CLOSE_SLOW_CONSUMER = 4508
-
-# What a server may put in a close frame below 3000 (RFC 6455 section 7.4.1).
-SERVER_CLOSE_CODES = frozenset({1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012,
-                                1013, 1014})
-
-
 class ApplicationError(Exception):
     """Raise from a handler to answer the client with ``error`` ``{code, message, data}``."""
 

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Callable
+
+from twisted.internet.defer import Deferred
 from zope.interface import Attribute, Interface
+
+from .store import Claim
 
 
 class ISession(Interface):
@@ -36,8 +41,10 @@ class ISession(Interface):
     def unsubscribe(topic: str) -> None:
         """Unsubscribe this session from ``topic``."""
 
-    def publish(topic: str, data: object = None) -> int:
-        """Publish ``data`` on ``topic``; return how many subscribers got it."""
+    def publish(topic: str, data: object = None) -> Deferred[None]:
+        """Publish ``data`` on ``topic`` to every subscriber, on every node; the Deferred
+        fires once the publication is accepted for delivery (there is no count: with a
+        cluster, subscribers on other nodes are not known here)."""
 
     def close(code: int = 1000, reason: str = "") -> None:
         """End the session for good and close its connection with ``code`` and ``reason``."""
@@ -108,3 +115,82 @@ class IAuthenticator(Interface):
 
     def authenticate(request: IAuthRequest) -> object:
         """Return a principal (any object), a Deferred or coroutine of one, or raise Unauthorized."""
+
+
+class ISessionRecord(Interface):
+    """One session's resumable state, as a session store keeps it (the owning node's handle)."""
+
+    id = Attribute("str: the session id.")
+    label = Attribute("str: the session's non-secret name for logs.")
+    principal = Attribute("object: what the authenticator returned for the session.")
+    meta = Attribute("dict: the hello's ``meta``.")
+    seq = Attribute("int: the seq of the last message appended.")
+    subscriptions = Attribute("Collection[str]: the topics the session is subscribed to.")
+
+    def append(seq: int, frame: bytes) -> Deferred[None] | None:
+        """Keep ``frame``, numbered ``seq``, for replay (oldest dropped past the store's
+        replay_limit and replay_bytes); None once kept, or a Deferred firing once durable."""
+
+    def ack(seq: int) -> None:
+        """The client holds every message up to ``seq``: they need not be kept."""
+
+    def subscribe(topic: str) -> None:
+        """Remember that the session is subscribed to ``topic``."""
+
+    def unsubscribe(topic: str) -> None:
+        """Forget the session's subscription to ``topic``."""
+
+
+class ISessionStore(Interface):
+    """The session directory and everything resumable: in memory, or shared (Redis).
+
+    Methods answer with Deferreds (an in-memory store's have already fired).
+    """
+
+    def create(session_id: str, token: str, label: str, principal: object,
+               meta: dict) -> Deferred[ISessionRecord]:
+        """A new session; a Deferred firing with its ISessionRecord (the token is kept
+        only as a hash)."""
+
+    def claim(session_id: str, token: str, last_seq: int) -> Deferred[Claim | None]:
+        """Take a session back for a resuming client; a Deferred firing with a Claim, or
+        None when there is no such session or the token is wrong. The Claim's ``replay``
+        is every kept frame after ``last_seq`` in order, or None when some are no longer
+        kept (a gap: the session cannot be resumed exactly). A claim cancels expiry."""
+
+    def detach(record: ISessionRecord, ttl: float, expired: Callable[[], object]) -> None:
+        """The session lost its connection: call ``expired()`` after ``ttl`` seconds unless
+        it is claimed or ended first."""
+
+    def end(record: ISessionRecord) -> Deferred[None]:
+        """Forget the session and all its state; a Deferred firing once done."""
+
+
+class IDeliverable(Interface):
+    """What a broker delivers to: a session of this node."""
+
+    def deliver(prefix: bytes, kind: str) -> int:
+        """Stamp an encoded message (``prefix`` lacks only its seq) with the next seq, keep
+        it for replay and send it; return the seq."""
+
+
+class IBroker(Interface):
+    """Delivery beyond one connection: topics, and messages addressed to a session id."""
+
+    def bind(local: Callable[[str], IDeliverable | None]) -> None:
+        """Deliver what is addressed to this node's sessions through ``local(session_id)``,
+        which answers the IDeliverable or None."""
+
+    def subscribe(session: IDeliverable, topic: str) -> None:
+        """Deliver ``topic``'s publications to ``session`` from now on."""
+
+    def unsubscribe(session: IDeliverable, topic: str) -> None:
+        """Stop delivering ``topic`` to ``session``."""
+
+    def publish(topic: str, prefix: bytes) -> Deferred[None]:
+        """Deliver an encoded topic message to every subscriber, exactly once each, in the
+        order published; a Deferred firing once the publication is accepted."""
+
+    def send(session_id: str, prefix: bytes, kind: str) -> Deferred[bool]:
+        """Deliver an encoded message to one session wherever it is; a Deferred firing
+        with True, or False when there is no such session."""

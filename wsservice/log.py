@@ -26,9 +26,10 @@ def setDebug(on: bool) -> None:
     _predicate.setLogLevelForNamespace("wsservice", LogLevel.debug if on else LogLevel.info)
 
 
-def logger() -> Logger:
-    """A Logger (use it as a class attribute named ``_log``) behind the DEBUG filter."""
-    return Logger(observer=_observer)
+def logger(namespace: str | None = None) -> Logger:
+    """A Logger (use it as a class attribute named ``_log``, or give a module's
+    ``namespace``) behind the DEBUG filter."""
+    return Logger(namespace=namespace, observer=_observer)
 
 
 setDebug(os.environ.get("WSSERVICE_DEBUG", "") not in ("", "0"))

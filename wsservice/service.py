@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 import itertools
 import secrets
 from inspect import iscoroutine
@@ -17,21 +16,24 @@ from twisted.internet.defer import (
     succeed,
 )
 from twisted.internet.interfaces import IReactorTime
-from .log import logger
 from twisted.python.failure import Failure
 
 from . import errors, wire
-from ._version import __version__
+from ._version import SERVER_NAME
 from .auth import AnonymousAuthenticator, AuthRequest
 from .config import Settings
 from .connection import Connection
 from .errors import ApplicationError
-from .interfaces import IAuthenticator
+from .interfaces import IAuthenticator, IBroker, ISessionRecord, ISessionStore
+from .log import logger
+from .memorybroker import MemoryBroker
+from .memorystore import MemorySessionStore
 from .metrics import Metrics
+from .reasons import Close
 from .registry import Registry, verify
 from .session import Link, Session
+from .store import Claim
 
-SERVER_NAME = f"wsservice/{__version__}"
 _TOKEN_BYTES = 18  # 144 random bits each for session ids and tokens
 
 
@@ -39,33 +41,40 @@ class SessionService(Service):
     """The heart of wsservice: sessions, dispatch of client messages to handlers, limits.
 
     It knows nothing of WebSocket frames: a transport adapter feeds it through ``connect()``.
+    Resumable state lives in a session store, delivery beyond a connection goes through a
+    broker (both in memory unless given).
     """
 
     _log = logger()
     name: str | None = "wsservice-sessions"  # type: ignore[assignment]
 
     def __init__(self, handlers: Iterable[Any] | Registry = (), settings: Settings | None = None,
-                 authenticator: Any = None, clock: IReactorTime | None = None) -> None:
+                 authenticator: Any = None, clock: IReactorTime | None = None,
+                 store: ISessionStore | None = None, broker: IBroker | None = None) -> None:
         if clock is None:
             from twisted.internet import reactor as clock
-        self.settings = settings or Settings()
+        self.settings = settings = settings or Settings()
         self.clock: IReactorTime = clock  # type: ignore[assignment]
         self.registry = handlers if isinstance(handlers, Registry) else Registry(handlers)
         self.authenticator = authenticator or AnonymousAuthenticator()
         verify(self.authenticator, (IAuthenticator,), f"authenticator {self.authenticator!r}")
+        self.store: ISessionStore = store or MemorySessionStore(
+            self.clock, settings.replay_limit, settings.replay_bytes)
+        verify(self.store, (ISessionStore,), f"session store {self.store!r}")
+        self.broker: IBroker = broker or MemoryBroker()
+        verify(self.broker, (IBroker,), f"broker {self.broker!r}")
+        # this node's sessions, attached or resumable
         self.sessions: dict[str, Session] = {}
+        self.broker.bind(self.sessions.get)
         # every open connection, with or without a session yet, so shutdown reaches them all
         self.connections: set[Connection] = set()
         self.metrics = Metrics(lambda: len(self.sessions))
-        self.topics: dict[str, set[Session]] = {}
         self._labels = itertools.count(1)
-        settings = self.settings
         heartbeat = settings.heartbeat
         self._heartbeat = int(heartbeat) if heartbeat == int(heartbeat) else heartbeat
         self._max_depth = settings.max_depth
-        self._rate = settings.rate
-        self._burst = float(settings.burst)
         self._seconds = self.clock.seconds
+        self._now = 0.0  # when the message being dispatched arrived
         self._drained: Deferred | None = None
         # The message registry: one bound method per message class, no if-chain per message.
         self._dispatch: dict[type, Callable[[Session, Any], None]] = {
@@ -77,7 +86,7 @@ class SessionService(Service):
             wire.Ping: self._ping,
             wire.Ack: self._ack,
             wire.Bye: self._bye,
-            wire.Hello: self._second_hello,
+            wire.Hello: self._secondHello,
             wire.Subscribe: self._subscribe,
             wire.Unsubscribe: self._unsubscribe,
             wire.Publish: self._publish,
@@ -88,15 +97,16 @@ class SessionService(Service):
     # -- lifecycle ------------------------------------------------------------------------------
 
     def stopService(self) -> Deferred:
-        """Drain: refuse new sessions, close every connection 1001 (sessions stay resumable),
-        and fire once all are gone or ``drain_timeout`` has passed (the rest are dropped)."""
+        """Drain: refuse new sessions, close every connection going-away (sessions stay
+        resumable), and fire once all are gone or ``drain_timeout`` has passed (the rest
+        are dropped)."""
         super().stopService()
         if not self.connections:
             return succeed(None)
         self._log.info("draining {count} connections (at most {timeout:g} s)",
                        count=len(self.connections), timeout=self.settings.drain_timeout)
         self._drained = drained = Deferred[None]()
-        timer = self.clock.callLater(self.settings.drain_timeout, self._drain_timed_out)
+        timer = self.clock.callLater(self.settings.drain_timeout, self._drainTimedOut)
         for connection in list(self.connections):
             connection.shutdown()
 
@@ -111,30 +121,41 @@ class SessionService(Service):
             return result
         return drained.addBoth(done)
 
-    def _drain_timed_out(self) -> None:
+    def _drainTimedOut(self) -> None:
         self._log.warn("drain timeout: dropping {count} connections",
                        count=len(self.connections))
         connections = list(self.connections)
         self.connections.clear()  # their lost() follows, after the drain is over
         for connection in connections:
             connection.link.abort()
-        self._connections_gone()
+        self._connectionsGone()
 
-    def _connections_gone(self) -> None:
+    def _connectionsGone(self) -> None:
         drained, self._drained = self._drained, None
         if drained is not None:
             drained.callback(None)
+
+    def admit(self, connection: Connection) -> Close | None:
+        """Take a new connection in; None, or the reason it must close at once."""
+        if not self.running:
+            return Close.GOING_AWAY
+        # Connections are bounded like sessions: a flood that never says hello cannot grow
+        # past max_sessions either. (A full server still lets existing sessions resume.)
+        if len(self.connections) >= self.settings.max_sessions:
+            return Close.TRY_AGAIN_LATER
+        self.connections.add(connection)
+        return None
 
     def forget(self, connection: Connection) -> None:
         """A connection is gone for good."""
         self.connections.discard(connection)
         if self._drained is not None and not self.connections:
-            self._connections_gone()
+            self._connectionsGone()
 
     def endAll(self, reason: str = "shutdown") -> None:
         """End every session at once, resumable or not (e.g. before a process exits)."""
         for session in list(self.sessions.values()):
-            self.end(session, reason, errors.CLOSE_GOING_AWAY, "server shutting down")
+            self.end(session, reason, Close.GOING_AWAY, "server shutting down")
 
     @property
     def full(self) -> bool:
@@ -157,20 +178,26 @@ class SessionService(Service):
             return result
         return maybeDeferred(ask)
 
-    def open(self, principal: Any, meta: dict | None, link: Link) -> Session:
+    def open(self, principal: Any, meta: dict | None, link: Link) -> Deferred[Session]:
         """Create a session for an authenticated hello, send ``welcome``, tell the observers."""
         label = f"s{next(self._labels)}"
-        session = Session(self, secrets.token_urlsafe(_TOKEN_BYTES),
-                          secrets.token_urlsafe(_TOKEN_BYTES), label, principal, meta or {}, link)
+        token = secrets.token_urlsafe(_TOKEN_BYTES)
+        d = self.store.create(secrets.token_urlsafe(_TOKEN_BYTES), token, label, principal,
+                              meta or {})
+        return d.addCallback(self._created, token, link)
+
+    def _created(self, record: ISessionRecord, token: str, link: Link) -> Session:
+        session = Session(self, record, link)
         self.sessions[session.id] = session
         self.metrics.sessions_opened += 1
         # Per-session lines are DEBUG: at thousands of sessions a second, INFO lines would
         # cost more than the sessions. The principal may carry claims: only its type.
         self._log.debug("session {session} opened for a {kind} ({count} open)",
-                        session=label, kind=type(principal).__name__, count=len(self.sessions))
+                        session=session.label, kind=type(session.principal).__name__,
+                        count=len(self.sessions))
         # welcome first: an observer may push or call at once, and the client must see
         # its welcome before anything else
-        self.welcome(session)
+        self.welcome(session, token)
         for observer in self.registry.observers:
             try:
                 observer.sessionOpened(session)
@@ -179,57 +206,59 @@ class SessionService(Service):
                                   observer=observer)
         return session
 
-    def resume(self, request: wire.Resume, link: Link) -> Session | None:
-        """Re-attach the session ``request`` names and replay what the client missed;
-        None when that cannot be done exactly (the caller then opens a new session)."""
-        session = self.sessions.get(request.session)
-        if session is None or not hmac.compare_digest(
-                session.token.encode(), request.token.encode("utf-8", "surrogatepass")):
+    def resume(self, request: wire.Resume, link: Link) -> Deferred[Session | None]:
+        """Re-attach the session ``request`` names and replay what the client missed; a
+        Deferred of it, or of None when that cannot be done exactly (then a new session
+        is opened)."""
+        d = self.store.claim(request.session, request.token, request.last_seq)
+        return d.addCallback(self._claimed, request, link)
+
+    def _claimed(self, claim: Claim | None, request: wire.Resume,
+                 link: Link) -> Session | None:
+        if claim is None:
             return None
-        if not session.can_replay(request.last_seq):
+        record = claim.record
+        session = self.sessions.get(record.id)
+        if session is None:
+            # resumable state kept elsewhere (a shared store): this node owns it from now on
+            session = self.sessions[record.id] = Session(self, record, None)
+        if claim.replay is None:
             # The client holds a gap we cannot fill: it gets a new session and must know.
             self._log.info("session {session} cannot be resumed after seq {last} (has "
                            "{seq}); ending it", session=session.label, last=request.last_seq,
                            seq=session.seq)
-            self.end(session, "expired", errors.CLOSE_SESSION_TAKEN,
-                      "session taken over and could not be resumed")
+            self.end(session, "expired", Close.TAKEN_OVER,
+                     "session taken over and could not be resumed")
             return None
-        old = session.link
+        old = session.attach(link)
         if old is not None:
-            session.link = None
-            old.closeWith(errors.CLOSE_SESSION_TAKEN, "session resumed on another connection")
-        if session.expiry is not None:
-            if session.expiry.active():
-                session.expiry.cancel()
-            session.expiry = None
-        session.link = link
+            old.close(Close.TAKEN_OVER, "session resumed on another connection")
         self.metrics.sessions_resumed += 1
         self._log.debug("session {session} resumed after seq {last} ({n} to replay)",
-                       session=session.label, last=request.last_seq,
-                       n=session.seq - request.last_seq)
-        self.welcome(session, resumed=True)
-        session.replay_after(request.last_seq)
+                        session=session.label, last=request.last_seq, n=len(claim.replay))
+        self.welcome(session, request.token, resumed=True)
+        session.resend(claim.replay)
         return session
 
-    def welcome(self, session: Session, resumed: bool = False) -> None:
+    def welcome(self, session: Session, token: str, resumed: bool = False) -> None:
         """Send ``welcome`` to a session's link."""
-        session.send(wire.encode_welcome(session.id, session.token, resumed,
-                                         self._heartbeat, SERVER_NAME), "welcome")
+        session.send(wire.encode_welcome(session.id, token, resumed, self._heartbeat,
+                                         SERVER_NAME), "welcome")
 
-    def end(self, session: Session, reason: str, code: int | None = None,
+    def end(self, session: Session, reason: str, close: Close | int | None = None,
             text: str = "") -> None:
-        """End ``session`` for good; close its link with ``code`` when one is given."""
+        """End ``session`` for good; close its link for ``close`` when one is given."""
         if session.closed:
             return
-        link = session.link
         self.sessions.pop(session.id, None)
-        for topic in session.subscriptions:
-            self._leave(session, topic)
-        session.subscriptions = set()
-        session.ended()
+        record = session.record()
+        for topic in tuple(record.subscriptions):
+            self.broker.unsubscribe(session, topic)
+        link = session.ended()
+        self.store.end(record)
         self.metrics.sessions_closed[reason] += 1
-        if link is not None and code is not None:
-            link.closeWith(code, text)
+        if link is not None and close is not None:
+            link.close(close, text)
         self._log.debug("session {session} ended ({reason}; {count} open)",
                         session=session.label, reason=reason, count=len(self.sessions))
         for observer in self.registry.observers:
@@ -239,68 +268,64 @@ class SessionService(Service):
                 self._log.failure("observer {observer!r} failed on sessionClosed",
                                   observer=observer)
 
-    def disconnect(self, session: Session, code: int, text: str) -> None:
-        """Close a session's connection with ``code``; the session stays resumable."""
-        link = session.link
+    def disconnect(self, session: Session, reason: Close, text: str) -> None:
+        """Close a session's connection for ``reason``; the session stays resumable."""
+        link = session.detach()
         if link is None:
             return
-        self.detach(session)
-        link.closeWith(code, text)
+        self._keep(session)
+        link.close(reason, text)
 
     def detach(self, session: Session) -> None:
         """The session lost its connection: keep it resumable for ``resume_ttl``."""
-        session.link = None
+        session.detach()
+        self._keep(session)
+
+    def _keep(self, session: Session) -> None:
         if session.closed:
             return
         ttl = self.settings.resume_ttl
         if ttl <= 0:
             self.end(session, "lost")
             return
-        if session.expiry is None:
-            session.expiry = self.clock.callLater(ttl, self._expire, session)
+        self.store.detach(session.record(), ttl, lambda: self.end(session, "expired"))
 
-    def _expire(self, session: Session) -> None:
-        session.expiry = None
-        self.end(session, "expired")
+    def push(self, session_id: str, event: str, data: Any = None) -> Deferred[bool]:
+        """Push ``event`` to the session ``session_id`` wherever it is; a Deferred firing
+        with True, or False when there is no such session."""
+        return self.broker.send(session_id, wire.event_prefix(event, data), "event")
 
     # -- per-message dispatch -------------------------------------------------------------------
 
     def receive(self, session: Session, payload: bytes) -> None:
         """One text message of a registered session: rate limit, decode, route."""
-        now = self._seconds()
-        tokens = session.tokens + (now - session.filled) * self._rate
-        session.filled = now
-        if tokens > self._burst:
-            tokens = self._burst
-        if tokens < 1.0:
-            session.tokens = tokens
-            self.bad_message(session, errors.RATE_LIMITED,
-                             f"over {self._rate:g} messages/s; slow down")
+        now = self._now = self._seconds()
+        if not session.allow(now):
+            self.badMessage(session, errors.RATE_LIMITED,
+                            f"over {self.settings.rate:g} messages/s; slow down")
             return
-        session.tokens = tokens - 1.0
         try:
             message = wire.decode(payload, self._max_depth)
         except wire.WireError as e:
             if e.code == errors.INVALID_UTF8:
-                self.disconnect(session, errors.CLOSE_INVALID_PAYLOAD, e.message)
+                self.disconnect(session, Close.INVALID_PAYLOAD, e.message)
             else:
-                self.bad_message(session, e.code, e.message, e.id)
+                self.badMessage(session, e.code, e.message, e.id)
             return
         kind = type(message)
         self._in[self._type_names[kind]] += 1
         self._dispatch[kind](session, message)
 
-    def bad_message(self, session: Session, code: str, message: str,
-                    call_id: wire.CallId | None = None) -> None:
-        """Answer bad input; past ``max_bad_messages`` also close the connection
-        (4429 when rate-limited, else 4400). The session stays resumable."""
+    def badMessage(self, session: Session, code: str, message: str,
+                   call_id: wire.CallId | None = None) -> None:
+        """Answer bad input; past ``max_bad_messages`` also close the connection (rate
+        limited, or protocol violation). The session stays resumable."""
         session.error(code, message, None, call_id)
-        session.bad_messages += 1
-        if session.bad_messages > self.settings.max_bad_messages:
-            close = (errors.CLOSE_RATE_LIMITED if code == errors.RATE_LIMITED
-                     else errors.CLOSE_PROTOCOL_VIOLATION)
-            self._log.info("session {session}: too many bad messages, closing {code}",
-                           session=session.label, code=close)
+        if session.misbehaved() > self.settings.max_bad_messages:
+            close = (Close.RATE_LIMITED if code == errors.RATE_LIMITED
+                     else Close.PROTOCOL_VIOLATION)
+            self._log.info("session {session}: too many bad messages, closing ({why})",
+                           session=session.label, why=close.value)
             self.disconnect(session, close, "too many bad messages")
 
     def _event(self, session: Session, msg: wire.Event) -> None:
@@ -326,18 +351,17 @@ class SessionService(Service):
             session.error(errors.UNKNOWN_METHOD, f"no handler for method {msg.method!r}",
                           None, call_id)
             return
-        inflight = session.inflight
-        if call_id in inflight:
+        if session.running(call_id):
             session.error(errors.DUPLICATE_ID, "a call with this id is still in flight",
                           None, call_id)
             return
-        if len(inflight) >= self.settings.max_inflight_calls:
+        if session.callsRunning() >= self.settings.max_inflight_calls:
             session.error(errors.TOO_MANY_CALLS,
                           f"at most {self.settings.max_inflight_calls} calls may be in flight",
                           None, call_id)
             return
         # receive() just read the clock for the rate limit: the call started then
-        started = session.filled
+        started = self._now
         try:
             result = handler(session, msg.params)
         except Exception:
@@ -353,12 +377,11 @@ class SessionService(Service):
             return
         if not result.called:
             # only a call still running needs a slot and a timer
-            inflight[call_id] = result
+            session.started(call_id, result)
             result.addTimeout(self.settings.call_timeout, self.clock)
 
         def done(value: Any) -> None:
-            if inflight.get(call_id) is result:
-                del inflight[call_id]
+            session.finished(call_id, result)
             self.metrics.observe_call(self._seconds() - started)
             if isinstance(value, Failure):
                 if value.check(TimeoutError):
@@ -374,18 +397,16 @@ class SessionService(Service):
         result.addBoth(done)
 
     def _cancel(self, session: Session, msg: wire.Cancel) -> None:
-        d = session.inflight.get(msg.id)
-        if d is not None:
-            d.cancel()
+        session.cancel(msg.id)
 
     def _result(self, session: Session, msg: wire.Result) -> None:
         if not session.answer(msg.id, True, msg.result):
-            self.bad_message(session, errors.BAD_MESSAGE,
+            self.badMessage(session, errors.BAD_MESSAGE,
                              "no server call with this id is in flight")
 
     def _error(self, session: Session, msg: wire.Error) -> None:
         if not session.answer(msg.id, False, (msg.code, msg.message, msg.data)):
-            self.bad_message(session, errors.BAD_MESSAGE,
+            self.badMessage(session, errors.BAD_MESSAGE,
                              "no server call with this id is in flight")
 
     def _ping(self, session: Session, msg: wire.Ping) -> None:
@@ -397,15 +418,15 @@ class SessionService(Service):
 
     def _ack(self, session: Session, msg: wire.Ack) -> None:
         if msg.seq > session.seq:
-            self.bad_message(session, errors.BAD_MESSAGE, "ack of a seq not sent yet")
+            self.badMessage(session, errors.BAD_MESSAGE, "ack of a seq not sent yet")
             return
         session.ack(msg.seq)
 
     def _bye(self, session: Session, msg: wire.Bye) -> None:
-        self.end(session, "bye", errors.CLOSE_NORMAL, "bye")
+        self.end(session, "bye", Close.NORMAL, "bye")
 
-    def _second_hello(self, session: Session, msg: wire.Hello) -> None:
-        self.bad_message(session, errors.ALREADY_REGISTERED, "this connection has a session")
+    def _secondHello(self, session: Session, msg: wire.Hello) -> None:
+        self.badMessage(session, errors.ALREADY_REGISTERED, "this connection has a session")
 
     # -- topics -------------------------------------------------------------------------------
 
@@ -418,8 +439,9 @@ class SessionService(Service):
 
     def _subscribe(self, session: Session, msg: wire.Subscribe) -> None:
         topic = msg.topic
-        if topic not in session.subscriptions:
-            if len(session.subscriptions) >= self.settings.max_subscriptions:
+        subscriptions = session.record().subscriptions
+        if topic not in subscriptions:
+            if len(subscriptions) >= self.settings.max_subscriptions:
                 session.error(errors.TOO_MANY_SUBSCRIPTIONS,
                               f"at most {self.settings.max_subscriptions} subscriptions",
                               None, msg.id)
@@ -463,37 +485,24 @@ class SessionService(Service):
 
     def subscribe(self, session: Session, topic: str) -> None:
         """Subscribe ``session`` to ``topic`` (no authorization, no limit)."""
-        if session.closed or topic in session.subscriptions:
+        record = session.record()
+        if session.closed or topic in record.subscriptions:
             return
-        session.subscriptions.add(topic)
-        subscribers = self.topics.get(topic)
-        if subscribers is None:
-            self.topics[topic] = subscribers = set()
-        subscribers.add(session)
+        record.subscribe(topic)
+        self.broker.subscribe(session, topic)
 
     def unsubscribe(self, session: Session, topic: str) -> None:
         """Unsubscribe ``session`` from ``topic``."""
-        if topic in session.subscriptions:
-            session.subscriptions.discard(topic)
-            self._leave(session, topic)
+        record = session.record()
+        if topic in record.subscriptions:
+            record.unsubscribe(topic)
+            self.broker.unsubscribe(session, topic)
 
-    def _leave(self, session: Session, topic: str) -> None:
-        subscribers = self.topics.get(topic)
-        if subscribers is not None:
-            subscribers.discard(session)
-            if not subscribers:
-                del self.topics[topic]
-
-    def publish(self, topic: str, data: Any = None) -> int:
-        """Deliver ``data`` on ``topic`` to every subscriber; return how many got it.
+    def publish(self, topic: str, data: Any = None) -> Deferred[None]:
+        """Deliver ``data`` on ``topic`` to every subscriber (on every node, with a shared
+        broker); the Deferred fires once the broker has accepted it.
 
         The message is encoded once; each subscriber's copy only gets its own seq stamped.
+        Data that cannot be encoded raises TypeError at once.
         """
-        subscribers = self.topics.get(topic)
-        if not subscribers:
-            return 0
-        prefix = wire.message_prefix(topic, data)
-        # a copy: delivering may close a connection, which may change the set
-        for session in tuple(subscribers):
-            session.deliver(prefix, "message")
-        return len(subscribers)
+        return self.broker.publish(topic, wire.message_prefix(topic, data))

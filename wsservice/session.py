@@ -1,22 +1,23 @@
-"""Session: one client's state and the API handlers use to talk back to it."""
+"""Session: one client's live state on the node that owns it, and the API handlers use."""
 
 from __future__ import annotations
 
-from collections import deque
-from typing import TYPE_CHECKING, Any, Protocol
+from types import MappingProxyType
+from typing import Any, Mapping, Protocol
 
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IDelayedCall
-from .log import logger
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from . import errors, wire
+from .closecodes import reason_of
+from .config import Settings
 from .errors import ApplicationError, RemoteError, SessionClosed
-from .interfaces import ISession
-
-if TYPE_CHECKING:
-    from .service import SessionService
+from .interfaces import IDeliverable, ISession, ISessionRecord
+from .log import logger
+from .metrics import Metrics
+from .reasons import Close
 
 
 class Link(Protocol):
@@ -25,60 +26,87 @@ class Link(Protocol):
     def sendText(self, payload: bytes) -> None:
         """Send one text message."""
 
-    def closeWith(self, code: int, reason: str) -> None:
-        """Close the connection with a WebSocket close code."""
+    def close(self, reason: Close | int, text: str) -> None:
+        """Close the connection for ``reason`` (or with an application's own close code)."""
 
     def abort(self) -> None:
         """Drop the connection at once, without a closing handshake."""
 
 
-@implementer(ISession)
+class SessionHost(Protocol):
+    """What a session needs of the service that owns it (so neither module imports the other)."""
+
+    clock: IReactorTime
+    settings: Settings
+    metrics: Metrics
+
+    def subscribe(self, session: Session, topic: str) -> None:
+        """Subscribe ``session`` to ``topic``."""
+
+    def unsubscribe(self, session: Session, topic: str) -> None:
+        """Unsubscribe ``session`` from ``topic``."""
+
+    def publish(self, topic: str, data: Any = None) -> Deferred[None]:
+        """Publish on ``topic``."""
+
+    def end(self, session: Session, reason: str, close: Close | int | None = None,
+            text: str = "") -> None:
+        """End ``session`` for good."""
+
+
+@implementer(ISession, IDeliverable)
 class Session:
-    """One client session: identity, seq and replay buffer, calls in flight both ways,
-    subscriptions, rate-limit bucket, and the attached link (None while resumable)."""
+    """One client session: seq, calls in flight both ways, rate-limit bucket, the attached
+    link (None while resumable), over the store's record of its resumable state."""
 
     _log = logger()
 
-    def __init__(self, service: SessionService, id: str, token: str, label: str,
-                 principal: Any, meta: dict, link: Link | None) -> None:
-        self.id = id
-        self.token = token
-        self.label = label
-        self.principal = principal
-        self.meta = meta
-        self.seq = 0
+    def __init__(self, host: SessionHost, record: ISessionRecord, link: Link | None) -> None:
+        self.id: str = record.id
+        self.label: str = record.label
+        self.principal: Any = record.principal
+        self.meta: dict = record.meta
+        self.seq: int = record.seq
         self.closed = False
-        self.link = link
-        self.bad_messages = 0
+        self._record = record
+        self._link = link
+        self._host = host
+        self._bad = 0
         # client call id -> Deferred of its handler
-        self.inflight: dict[wire.CallId, Deferred] = {}
-        self.subscriptions: set[str] = set()
-        # pushed frames kept for resume: (seq, frame), oldest first, and their total size
-        self.replay: deque[tuple[int, bytes]] = deque()
-        self.replay_size = 0
+        self._inflight: dict[wire.CallId, Deferred] = {}
         # token bucket: tokens left and when it was last filled
-        self.tokens = float(service.settings.burst)
-        self.filled = service.clock.seconds()
-        # expiry of a detached, resumable session
-        self.expiry: IDelayedCall | None = None
-        self._service = service
+        settings = host.settings
+        self._tokens = float(settings.burst)
+        self._filled = host.clock.seconds()
         self._server_calls: dict[int, tuple[Deferred, IDelayedCall]] = {}
         self._next_call_id = 0
-        self._out = service.metrics.messages_out
-        settings = service.settings
+        self._out = host.metrics.messages_out
         self._keep = settings.resume_ttl > 0
-        self._replay_limit = settings.replay_limit
-        self._replay_bytes = settings.replay_bytes
 
     def __repr__(self) -> str:
         return f"<Session {self.label}>"
 
+    # -- handler API --------------------------------------------------------------------------
+
     @property
     def attached(self) -> bool:
         """True while a connection is attached (False while resumable or once ended)."""
-        return self.link is not None
+        return self._link is not None
 
-    # -- handler API --------------------------------------------------------------------------
+    @property
+    def subscriptions(self) -> frozenset[str]:
+        """The topics this session is subscribed to."""
+        return frozenset(self._record.subscriptions)
+
+    @property
+    def bad_messages(self) -> int:
+        """How many bad messages this session has sent."""
+        return self._bad
+
+    @property
+    def inflight(self) -> Mapping[wire.CallId, Deferred]:
+        """The client's calls still running, by id (read-only)."""
+        return MappingProxyType(self._inflight)
 
     def push(self, event: str, data: Any = None) -> int:
         """Push event ``event`` with ``data`` to the client; return its ``seq``."""
@@ -101,73 +129,101 @@ class Session:
                 pending[1].cancel()
 
         d: Deferred = Deferred(forget)
-        wait = self._service.settings.call_timeout if timeout is None else timeout
-        timer = self._service.clock.callLater(wait, self._server_call_timed_out, call_id, method)
+        host = self._host
+        wait = host.settings.call_timeout if timeout is None else timeout
+        timer = host.clock.callLater(wait, self._serverCallTimedOut, call_id, method)
         self._server_calls[call_id] = (d, timer)
         self.deliver(prefix, "call")
         return d
 
     def subscribe(self, topic: str) -> None:
         """Subscribe this session to ``topic`` (no authorization or limit: the server decides)."""
-        self._service.subscribe(self, topic)
+        self._host.subscribe(self, topic)
 
     def unsubscribe(self, topic: str) -> None:
         """Unsubscribe this session from ``topic``."""
-        self._service.unsubscribe(self, topic)
+        self._host.unsubscribe(self, topic)
 
-    def publish(self, topic: str, data: Any = None) -> int:
-        """Publish ``data`` on ``topic`` to every subscriber; return how many got it."""
-        return self._service.publish(topic, data)
+    def publish(self, topic: str, data: Any = None) -> Deferred[None]:
+        """Publish ``data`` on ``topic``; the Deferred fires once it is accepted for delivery."""
+        return self._host.publish(topic, data)
 
-    def close(self, code: int = errors.CLOSE_NORMAL, reason: str = "") -> None:
+    def close(self, code: int = 1000, reason: str = "") -> None:
         """End the session for good and close its connection with ``code`` and ``reason``."""
-        if not (code in errors.SERVER_CLOSE_CODES or 3000 <= code <= 4999):
-            raise ValueError(f"{code} is not a close code a server may send")
-        self._service.end(self, "closed", code, reason)
+        self._host.end(self, "closed", reason_of(code), reason)
 
-    # -- used by the service --------------------------------------------------------------------
+    # -- used by the service and the broker --------------------------------------------------------
 
     def deliver(self, prefix: bytes, kind: str) -> int:
         """Stamp a pushed message with the next seq, keep it for replay, send it if attached."""
         seq = self.seq = self.seq + 1
         frame = b"%b%d}" % (prefix, seq)
-        if self._keep:
-            replay = self.replay
-            replay.append((seq, frame))
-            self.replay_size += len(frame)
-            while len(replay) > self._replay_limit or self.replay_size > self._replay_bytes:
-                self.replay_size -= len(replay.popleft()[1])
         self._out[kind] += 1
-        link = self.link
+        if self._keep:
+            durable = self._record.append(seq, frame)
+            if durable is not None:  # a shared store: the frame goes out once it is kept
+                durable.addCallback(self._sendKept, frame)
+                return seq
+        link = self._link
         if link is not None:
             link.sendText(frame)
         return seq
 
-    def ack(self, seq: int) -> None:
-        """The client holds every message up to ``seq``: forget them."""
-        replay = self.replay
-        while replay and replay[0][0] <= seq:
-            self.replay_size -= len(replay.popleft()[1])
-
-    def can_replay(self, last_seq: int) -> bool:
-        """Whether every message after ``last_seq`` can still be sent again."""
-        if last_seq > self.seq:
-            return False
-        if last_seq == self.seq:
-            return True
-        return bool(self.replay) and self.replay[0][0] <= last_seq + 1
-
-    def replay_after(self, last_seq: int) -> None:
-        """Send again, in order, every kept message after ``last_seq``."""
-        self.ack(last_seq)
-        link = self.link
+    def _sendKept(self, _: Any, frame: bytes) -> None:
+        link = self._link
         if link is not None:
-            for _, frame in self.replay:
+            link.sendText(frame)
+
+    def record(self) -> ISessionRecord:
+        """The store's record of this session."""
+        return self._record
+
+    def attach(self, link: Link) -> Link | None:
+        """Attach a (resuming) client's link; return the one it replaces, if any."""
+        old, self._link = self._link, link
+        return old
+
+    def detach(self) -> Link | None:
+        """Detach the link (the session stays resumable); return it, if there was one."""
+        old, self._link = self._link, None
+        return old
+
+    def isAttachedTo(self, link: Link) -> bool:
+        """Whether ``link`` is this session's current link."""
+        return self._link is link
+
+    def resend(self, frames: list[bytes]) -> None:
+        """Send again, in order, frames kept for replay."""
+        link = self._link
+        if link is not None:
+            for frame in frames:
                 link.sendText(frame)
+
+    def ack(self, seq: int) -> None:
+        """The client holds every message up to ``seq``."""
+        self._record.ack(seq)
+
+    def allow(self, now: float) -> bool:
+        """Take one token from the rate-limit bucket; False when it is empty."""
+        settings = self._host.settings
+        tokens = self._tokens + (now - self._filled) * settings.rate
+        self._filled = now
+        if tokens > settings.burst:
+            tokens = settings.burst
+        if tokens < 1.0:
+            self._tokens = tokens
+            return False
+        self._tokens = tokens - 1.0
+        return True
+
+    def misbehaved(self) -> int:
+        """Count one bad message; return how many there have been."""
+        self._bad += 1
+        return self._bad
 
     def send(self, frame: bytes, kind: str) -> None:
         """Send an un-numbered message (reply, error, pong, welcome) if attached."""
-        link = self.link
+        link = self._link
         if link is not None:
             self._out[kind] += 1
             link.sendText(frame)
@@ -189,7 +245,7 @@ class Session:
         """Send an ``error`` (answering request ``call_id`` when given)."""
         # Codes are metric labels: an application's own codes (which may come from a client,
         # relayed by a handler) share one label so clients cannot grow the label set.
-        self._service.metrics.errors[code if code in errors.CODES else "application"] += 1
+        self._host.metrics.errors[code if code in errors.CODES else "application"] += 1
         try:
             frame = wire.encode_error(code, message, data, call_id)
         except TypeError:
@@ -203,8 +259,35 @@ class Session:
             self.error(exc.code, exc.message, exc.data, call_id)
         else:
             self._log.failure("{session}: {what} failed", failure,
-                                       session=self.label, what=what)
+                              session=self.label, what=what)
             self.error(errors.INTERNAL, "internal error", None, call_id)
+
+    # -- the client's calls ---------------------------------------------------------------------
+
+    def running(self, call_id: wire.CallId) -> bool:
+        """Whether the client's call ``call_id`` is still running."""
+        return call_id in self._inflight
+
+    def callsRunning(self) -> int:
+        """How many of the client's calls are still running."""
+        return len(self._inflight)
+
+    def started(self, call_id: wire.CallId, d: Deferred) -> None:
+        """The client's call ``call_id`` goes on in ``d``."""
+        self._inflight[call_id] = d
+
+    def finished(self, call_id: wire.CallId, d: Deferred) -> None:
+        """The client's call ``call_id`` (running in ``d``) is over."""
+        if self._inflight.get(call_id) is d:
+            del self._inflight[call_id]
+
+    def cancel(self, call_id: wire.CallId) -> None:
+        """Cancel the client's call ``call_id``, if it is still running."""
+        d = self._inflight.get(call_id)
+        if d is not None:
+            d.cancel()
+
+    # -- the server's calls ---------------------------------------------------------------------
 
     def answer(self, call_id: wire.CallId, ok: bool, value: Any) -> bool:
         """The client answered server call ``call_id``; False if no such call is in flight."""
@@ -219,26 +302,22 @@ class Session:
             d.errback(RemoteError(*value))
         return True
 
-    def _server_call_timed_out(self, call_id: int, method: str) -> None:
+    def _serverCallTimedOut(self, call_id: int, method: str) -> None:
         pending = self._server_calls.pop(call_id, None)
         if pending is not None:
             pending[0].errback(ApplicationError(
                 errors.TIMEOUT, f"the client did not answer {method!r} in time"))
 
-    def ended(self) -> None:
-        """Mark the session over: cancel client calls, fail server calls, drop state."""
+    def ended(self) -> Link | None:
+        """Mark the session over: cancel client calls, fail server calls; return the link."""
         self.closed = True
-        self.link = None
-        if self.expiry is not None and self.expiry.active():
-            self.expiry.cancel()
-        self.expiry = None
-        self.replay.clear()
-        self.replay_size = 0
-        calls = list(self.inflight.values())
-        self.inflight.clear()
+        link, self._link = self._link, None
+        calls = list(self._inflight.values())
+        self._inflight.clear()
         for d in calls:
             d.cancel()
         pending, self._server_calls = self._server_calls, {}
         for d, timer in pending.values():
             timer.cancel()
             d.errback(SessionClosed(f"{self.label} ended before the client answered"))
+        return link

@@ -18,7 +18,7 @@ from twisted.python import usage
 
 from . import registry
 from .app import DEFAULT_LISTEN, WSService
-from .config import OPTION_FIELDS, SettingError, Settings, bounds, check, kind
+from .config import FLAG_FIELDS, OPTION_FIELDS, SettingError, Settings, bounds, check, kind
 from .endpoints import ListenError, parse
 from .errors import ConfigurationError
 from .log import logger
@@ -111,11 +111,8 @@ class Options(usage.Options):
          "IAuthenticator (default: everyone is anonymous)."],
     ] + [[_flag(spec)[2:], None, None, _help(spec)] for spec in OPTION_FIELDS.values()]
 
-    optFlags = [
-        ["conformance-echo", None,
-         "Also serve /echo, echoing text and binary messages on the same WebSocket stack, "
-         "for the Autobahn Testsuite. For conformance runs only."],
-    ]
+    optFlags = [[spec.metadata["flag"], None, spec.metadata["help"]]
+                for spec in FLAG_FIELDS.values()]
 
     def __init__(self) -> None:
         super().__init__()
@@ -169,10 +166,11 @@ class Options(usage.Options):
             text = self[name]
             self[name] = spec.default if text is None else _coerce(spec, text)
             values[spec.name] = self[name]
+        for spec in FLAG_FIELDS.values():
+            flag = spec.metadata["flag"]
+            values[spec.name] = not self[flag] if flag.startswith("no-") else bool(self[flag])
         try:
-            self["settings"] = Settings(
-                allowed_origins=tuple(self["allowed-origin"]),
-                conformance_echo=bool(self["conformance-echo"]), **values)
+            self["settings"] = Settings(allowed_origins=tuple(self["allowed-origin"]), **values)
         except SettingError as e:  # only path is left unchecked by _coerce
             spec = OPTION_FIELDS[e.name]
             raise OptionError(f"{_flag(spec)} {e.value}: {e.problem}; "

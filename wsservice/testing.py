@@ -15,16 +15,21 @@ from typing import Any, Iterable
 import orjson
 from twisted.internet.task import Clock
 
+from .closecodes import code_of
 from .config import Settings
 from .connection import Connection
+from .reasons import Close
 from .service import SessionService
+
+ABORTED = 1006  # what a WebSocket client sees of a dropped connection
 
 
 class FakeLink:
-    """A Link that records what the service sends and how it closes."""
+    """A Link that records what the service sends and how it closes (as protocol.md's codes)."""
 
     def __init__(self) -> None:
         self.frames: list[bytes] = []
+        self.closed_for: Close | int | None = None
         self.close_code: int | None = None
         self.close_reason: str | None = None
 
@@ -33,14 +38,16 @@ class FakeLink:
         if self.close_code is None:
             self.frames.append(payload)
 
-    def closeWith(self, code: int, reason: str) -> None:
-        """Record the first close."""
+    def close(self, reason: Close | int, text: str) -> None:
+        """Record the first close: its reason, its close code and its text."""
         if self.close_code is None:
-            self.close_code, self.close_reason = code, reason
+            self.closed_for = reason
+            self.close_code, self.close_reason = code_of(reason), text
 
     def abort(self) -> None:
         """Record an abrupt drop (as close code 1006)."""
-        self.closeWith(1006, "aborted")
+        if self.close_code is None:
+            self.close_code, self.close_reason = ABORTED, "aborted"
 
 
 class FakeClient:

@@ -2,32 +2,23 @@
 
 from __future__ import annotations
 
-import struct
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.compress import PerMessageDeflateOffer, PerMessageDeflateOfferAccept
 from autobahn.websocket.types import ConnectionDeny
-from twisted.internet import tcp
+from twisted.internet.interfaces import IReactorTime
+
+from . import fastpath
+from ._version import SERVER_NAME
+from .closecodes import CLOSE_INTERNAL_ERROR, CLOSE_INVALID_PAYLOAD, CLOSE_NORMAL, code_of
+from .connection import Connection
 from .log import logger
-
-from . import errors, speedups
 from .origin import OriginPolicy
-
-speedups.install()
-
-if TYPE_CHECKING:
-    from .connection import Connection
-    from .service import SessionService
+from .reasons import Close
+from .service import SessionService
 
 SUBPROTOCOL = "wsservice.v1"
-
-# Headers of unmasked, unfragmented server text frames (FIN + opcode 1), made once.
-_SMALL_HEADERS = [bytes((0x81, n)) for n in range(126)]
-_pack_header16 = struct.Struct("!BBH").pack
-_pack_header64 = struct.Struct("!BBQ").pack
-# A turn's frames for one connection are held back at most this long (bytes).
-_MAX_BATCH = 65536
 
 
 def _accept_deflate(offers: list[Any]) -> PerMessageDeflateOfferAccept | None:
@@ -36,35 +27,6 @@ def _accept_deflate(offers: list[Any]) -> PerMessageDeflateOfferAccept | None:
         if isinstance(offer, PerMessageDeflateOffer):
             return PerMessageDeflateOfferAccept(offer)
     return None
-
-
-class _Corker:
-    """Gathers the frames written to each connection during one reactor turn and sends each
-    connection's batch with a single direct send() once the turn is over.
-
-    Twisted's transport.write() buffers, registers the socket for writing (epoll_ctl), sends
-    on the next turn and unregisters it again: two system calls more than the send itself,
-    for every connection written to. A publication to a thousand subscribers, or a burst of
-    replies on one connection, paid that per message. When the transport's own buffer is
-    empty the batch goes straight to the socket; whatever the kernel does not take goes
-    through transport.write() as before, so backpressure and ordering are unchanged.
-    """
-
-    def __init__(self, reactor: Any) -> None:
-        self._reactor = reactor
-        self._corked: list[WebSocketProtocol] = []
-        self._call: Any = None
-
-    def add(self, protocol: WebSocketProtocol) -> None:
-        self._corked.append(protocol)
-        if self._call is None:
-            self._call = self._reactor.callLater(0, self.flush)
-
-    def flush(self) -> None:
-        self._call = None
-        corked, self._corked = self._corked, []
-        for protocol in corked:
-            protocol._flush()
 
 
 class _Timer:
@@ -88,7 +50,7 @@ class _ExactTimers:
     reactor; the service's timers must honour their settings and a test's Clock.
     """
 
-    def __init__(self, reactor: Any) -> None:
+    def __init__(self, reactor: IReactorTime) -> None:
         self._reactor = reactor
 
     def call_later(self, delay: float, func: Any, *args: Any, **kwargs: Any) -> _Timer:
@@ -107,12 +69,28 @@ class WebSocketProtocol(WebSocketServerProtocol):
     _paused = False
     _backlog = 0
     _over = False
-    # True once open without permessage-deflate: text frames are written directly
+    # True once open with the fast path and without permessage-deflate: text frames are
+    # written directly (fastpath.text_frame)
     _plain = False
-    # frames of this reactor turn (see _Corker), and whether the socket may be sent to directly
+    # frames of this reactor turn (fastpath.Corker), and whether the socket may be sent to
+    # directly (fastpath.send_now)
     _batch: list[bytes] | None = None
     _batched = 0
     _direct = False
+
+    def _connectionMade(self) -> None:
+        """Autobahn's, with its per-connection settings dump formatted only if logged."""
+        if self.factory.fast:
+            fastpath.connection_made(super()._connectionMade)
+        else:
+            super()._connectionMade()
+
+    def dataReceived(self, data: bytes) -> None:
+        """Bytes from the client: to Autobahn's parser (with the small-frame masker)."""
+        if self.factory.fast:
+            fastpath.data_received(self, data, self._dataReceived)
+        else:
+            super().dataReceived(data)
 
     def onConnect(self, request: Any) -> str | None:
         """Refuse a wrong subprotocol (400) or a foreign Origin (403) before any session."""
@@ -144,18 +122,18 @@ class WebSocketProtocol(WebSocketServerProtocol):
         # connection should not carry them for its whole life
         proto: Any = self  # Autobahn types these as never None; they are done with here
         proto.http_request_data = proto.http_headers = proto.http_request_params = None
-        self._plain = self._perMessageCompress is None and not proto.autoFragmentSize
-        # plain TCP and unix transports (not TLS, not test transports) have a socket to send to
-        self._direct = isinstance(self.transport, tcp.Connection)
+        if self.factory.fast:
+            self._plain = self._perMessageCompress is None and not proto.autoFragmentSize
+            # plain TCP and unix transports (not TLS, not test ones) have a socket to send to
+            self._direct = fastpath.can_send_directly(self.transport)
         self._connection = self.factory.service.connect(
             self, dict(request.headers), request.peer, self.factory.listener)
 
     def onMessageEnd(self) -> None:
-        """A whole message arrived: straight to onMessage.
-
-        Autobahn's own version also fires a 'message' event through a txaio Deferred for
-        every message, which nothing here listens to.
-        """
+        """A whole message arrived: straight to onMessage (fast path: no 'message' event)."""
+        if not self.factory.fast:
+            super().onMessageEnd()
+            return
         if not self.failedByMe:
             # a one-frame message's join returns its only chunk itself, no copy
             self.onMessage(b"".join(self.message_data), self.message_is_binary)
@@ -173,7 +151,7 @@ class WebSocketProtocol(WebSocketServerProtocol):
                 connection.received(payload)
         except Exception:
             self._log.failure("unexpected failure handling a message; closing 1011")
-            self.closeWith(errors.CLOSE_INTERNAL_ERROR, "internal error")
+            self.close(Close.INTERNAL_ERROR, "internal error")
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
         """The connection is gone (cleanly or not); a client's own close 1000 ends its session."""
@@ -185,7 +163,7 @@ class WebSocketProtocol(WebSocketServerProtocol):
         connection, self._connection = self._connection, None
         if connection is not None:
             connection.lost(ended=not self.closedByMe
-                            and self.remoteCloseCode == errors.CLOSE_NORMAL)
+                            and self.remoteCloseCode == CLOSE_NORMAL)
 
     # -- IPushProducer, driven by the transport ------------------------------------------------
 
@@ -204,24 +182,8 @@ class WebSocketProtocol(WebSocketServerProtocol):
     def _flush(self) -> None:
         """Send this turn's frames: straight to the socket when nothing else is waiting."""
         batch, self._batch = self._batch, None
-        if not batch:
-            return
-        data = batch[0] if len(batch) == 1 else b"".join(batch)
-        # Twisted's tcp.Connection internals (checked by _direct in onOpen)
-        transport: Any = self.transport
-        if transport is None or not transport.connected or transport.disconnecting:
-            return
-        if not transport._tempDataLen and len(transport.dataBuffer) == transport.offset:
-            try:
-                sent = transport.socket.send(data)
-            except BlockingIOError:
-                sent = 0
-            except OSError:
-                sent = 0  # transport.write() meets the error again and reports it its way
-            if sent == len(data):
-                return
-            data = data[sent:]
-        transport.write(data)
+        if batch and self.transport is not None:
+            fastpath.send_now(self.transport, batch[0] if len(batch) == 1 else b"".join(batch))
 
     def sendData(self, data: bytes, sync: bool = False, chopsize: int | None = None) -> None:
         """Every byte Autobahn writes (after compression) passes here: bound the backlog."""
@@ -244,7 +206,7 @@ class WebSocketProtocol(WebSocketServerProtocol):
                            peer=self.peer, limit=self.factory.max_send_queue)
             # Nothing more is queued once closing (Autobahn drops sends when not OPEN), and
             # the close-handshake timeout drops a client that never reads.
-            connection.close(errors.CLOSE_SLOW_CONSUMER, "slow consumer")
+            connection.close(Close.SLOW_CONSUMER, "slow consumer")
 
     # -- Link, as the service sees this connection -------------------------------------------
 
@@ -253,17 +215,8 @@ class WebSocketProtocol(WebSocketServerProtocol):
         session keeps its pushes for replay; replies to a closing peer have nowhere to go)."""
         if self.state != self.STATE_OPEN:
             return
-        n = len(payload)
         if self._plain and self.send_state == self.SEND_STATE_GROUND and not self.send_queue:
-            # The hot path: a server frame is a 2-10 byte header before the payload (no
-            # mask, no compression), so write it here rather than through Autobahn's
-            # general sendMessage/sendFrame/sendData, which cost more than the service does.
-            if n < 126:
-                frame = _SMALL_HEADERS[n] + payload
-            elif n < 65536:
-                frame = _pack_header16(0x81, 126, n) + payload
-            else:
-                frame = _pack_header64(0x81, 127, n) + payload
+            frame = fastpath.text_frame(payload)
             if self._direct and not self._paused:
                 batch = self._batch
                 if batch is None:
@@ -273,7 +226,7 @@ class WebSocketProtocol(WebSocketServerProtocol):
                 else:
                     batch.append(frame)
                     self._batched += len(frame)
-                    if self._batched > _MAX_BATCH:
+                    if self._batched > fastpath.MAX_BATCH:
                         self._flush()  # large bursts go on at once, under backpressure
             else:
                 if self._batch is not None:
@@ -281,7 +234,7 @@ class WebSocketProtocol(WebSocketServerProtocol):
                 if self._paused:
                     self._count_backlog(len(frame))
                 self.transport.write(frame)  # type: ignore[union-attr]  # open: connected
-        elif n <= self.maxMessagePayloadSize:
+        elif len(payload) <= self.maxMessagePayloadSize:
             self.sendMessage(payload, False)
         else:
             self._send_large(payload)
@@ -299,11 +252,15 @@ class WebSocketProtocol(WebSocketServerProtocol):
         """Drop the connection at once."""
         self.dropConnection(abort=True)
 
-    def closeWith(self, code: int, reason: str) -> None:
+    def close(self, reason: Close | int, text: str) -> None:
+        """Start the closing handshake with the close code of protocol.md for ``reason``."""
+        self.closeWith(code_of(reason), text)
+
+    def closeWith(self, code: int, text: str) -> None:
         """Start the closing handshake with any close code of protocol.md."""
         # sendClose() only takes 1000 and 3000-4999; protocol.md also needs 1001/1003/1011/1013.
         # a close reason is at most 123 bytes and must stay valid UTF-8 when cut
-        raw = reason.encode("utf-8")[:123].decode("utf-8", "ignore").encode("utf-8")
+        raw = text.encode("utf-8")[:123].decode("utf-8", "ignore").encode("utf-8")
         self.sendCloseFrame(code, raw, isReply=False)
 
 
@@ -313,17 +270,25 @@ class WebSocketFactory(WebSocketServerFactory):
     protocol = WebSocketProtocol  # type: ignore[assignment]  # Autobahn types it loosely
 
     def __init__(self, service: SessionService, listener: str = "", secure: bool = False,
-                 reactor: Any = None) -> None:
-        from .service import SERVER_NAME
+                 reactor: IReactorTime | None = None) -> None:
         super().__init__("wss://localhost" if secure else "ws://localhost",
                          server=SERVER_NAME, reactor=reactor)
         settings = service.settings
         self._batched_timer = _ExactTimers(self.reactor)
-        self.corker = _Corker(self.reactor)
+        self.corker = fastpath.Corker(self.reactor)
         self.service = service
         self.listener = listener
         self.origins = OriginPolicy(settings.allowed_origins)
         self.max_send_queue = settings.max_send_queue
+        # probed now, at start-up, not per connection; off falls back to Autobahn's paths
+        self.fast = fastpath.choose(settings.fast_path)
+        # Autobahn copies every setting from the factory onto each new protocol instance
+        # unless the class already has it: ~30 entries in every connection's __dict__. A
+        # class per factory holding them once keeps idle connections small;
+        # setProtocolOptions() below keeps it in step.
+        self.protocol = type(self.protocol.__name__, (self.protocol,), {})  # type: ignore[assignment]
+        self._own_class = self.protocol
+        self._sync_options()
         self.setProtocolOptions(
             maxMessagePayloadSize=settings.max_message_size,
             maxFramePayloadSize=settings.max_message_size,
@@ -344,14 +309,27 @@ class WebSocketFactory(WebSocketServerFactory):
             autoPingInterval=settings.heartbeat,
             autoPingTimeout=settings.heartbeat,
         )
-        # Autobahn copies every setting from the factory onto each new protocol instance
-        # unless the class already has it: ~30 entries in every connection's __dict__. A
-        # class per factory holding them once keeps idle connections small.
-        attrs = {}
-        for name in self.protocol.CONFIG_ATTRS:
+
+    def setProtocolOptions(self, **options: Any) -> None:  # type: ignore[override]
+        """Autobahn's; connections opened from now on use the new options."""
+        super().setProtocolOptions(**options)
+        self._sync_options()
+
+    def resetProtocolOptions(self) -> None:
+        """Autobahn's; connections opened from now on use the defaults."""
+        super().resetProtocolOptions()
+        self._sync_options()
+
+    def _sync_options(self) -> None:
+        cls: Any = getattr(self, "_own_class", None)
+        if cls is None:
+            return  # Autobahn's __init__ resets the options before the class exists
+        if self.protocol is not cls:
+            raise TypeError("WebSocketFactory.protocol was replaced: set a subclass of "
+                            "WebSocketProtocol as the class attribute instead")
+        for name in cls.CONFIG_ATTRS:
             value = getattr(self, name)
-            attrs[name] = staticmethod(value) if callable(value) else value
-        self.protocol = type(self.protocol.__name__, (self.protocol,), attrs)  # type: ignore[assignment]
+            setattr(cls, name, staticmethod(value) if callable(value) else value)
 
 
 class EchoProtocol(WebSocketProtocol):
@@ -366,7 +344,7 @@ class EchoProtocol(WebSocketProtocol):
             try:
                 payload.decode("utf-8")
             except UnicodeDecodeError:
-                self.closeWith(errors.CLOSE_INVALID_PAYLOAD, "text is not valid UTF-8")
+                self.closeWith(CLOSE_INVALID_PAYLOAD, "text is not valid UTF-8")
                 return
         self.sendMessage(payload, isBinary)
 

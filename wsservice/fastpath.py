@@ -1,0 +1,237 @@
+"""Speed tricks on Autobahn and Twisted internals, fenced in one module.
+
+Nothing here runs at import. The WebSocket factory asks ``choose()`` at start-up; it probes
+for every private name the tricks rely on and, when one is missing (a newer Autobahn or
+Twisted), or when the ``fast_path`` setting is off, the adapter uses Autobahn's public path
+only. Each trick and why it pays:
+
+- Unmasking: RFC 6455 makes clients mask every frame, and Autobahn builds a native (cffi)
+  masker per frame; building it costs more than unmasking a small payload (profiled: about
+  a fifth of the server's time on a call workload). For frames up to SMALL bytes a Python
+  integer XOR is cheaper. Autobahn looks its masker factory up as a module global while it
+  parses frames, so ours is put there only for the span of our own protocol's
+  ``dataReceived`` and restored after: no other Autobahn protocol in the process sees it.
+- Lazy formatting: every new connection pretty-printed its ~30 settings for a DEBUG line
+  that is then dropped; during our own ``_connectionMade`` only, ``pformat`` defers it.
+- Direct frames: a server text frame is a 2-10 byte header before the payload (no mask,
+  no compression), written here rather than through Autobahn's general
+  sendMessage/sendFrame/sendData, which cost more than the service does.
+- Corking and direct send: the frames of one reactor turn for a connection go out with
+  one send() straight to its socket when Twisted's buffer for it is empty (no epoll
+  register/unregister per connection written to); whatever the kernel does not take goes
+  through ``transport.write()``, so backpressure and ordering are unchanged.
+- Skipped events: Autobahn's onMessageEnd also fires a 'message' event through a txaio
+  Deferred for every message, which nothing here listens to.
+"""
+
+from __future__ import annotations
+
+import pprint
+import struct
+from typing import Any, Callable
+
+import autobahn.websocket.protocol as _protocol
+from autobahn.websocket.protocol import WebSocketProtocol
+from twisted.internet import abstract, tcp
+from twisted.internet.interfaces import IReactorTime
+
+from .log import logger
+
+SMALL = 4096  # largest frame unmasked in Python
+MAX_BATCH = 65536  # a turn's frames for one connection are held back at most this long (bytes)
+
+_log = logger(__name__)
+_from_bytes = int.from_bytes
+_create_xor_masker = _protocol.create_xor_masker
+_pformat = pprint.pformat
+
+
+class SmallMasker:
+    """Autobahn's masker interface (pointer, reset, process) for one small frame."""
+
+    __slots__ = ("_mask", "_ptr")
+
+    def __init__(self, mask: bytes) -> None:
+        self._mask = bytes(mask)
+        self._ptr = 0
+
+    def pointer(self) -> int:
+        """Bytes processed so far."""
+        return self._ptr
+
+    def reset(self) -> None:
+        """Start over."""
+        self._ptr = 0
+
+    def process(self, data: bytes) -> bytes:
+        """XOR the next ``len(data)`` bytes of the payload with the (rotated) mask."""
+        n = len(data)
+        if not n:
+            return b""
+        k = self._ptr & 3
+        mask = self._mask[k:] + self._mask[:k] if k else self._mask
+        self._ptr += n
+        key = mask * ((n >> 2) + 1)
+        return (_from_bytes(data, "little") ^ _from_bytes(key[:n], "little")).to_bytes(
+            n, "little")
+
+
+def create_xor_masker(mask: bytes, length: int | None = None) -> object:
+    """SmallMasker for small frames, Autobahn's own otherwise."""
+    if length is not None and length <= SMALL:
+        return SmallMasker(mask)
+    return _create_xor_masker(mask, length)
+
+
+class LazyFormat(str):
+    """pprint.pformat(value), computed only if the log line is written.
+
+    A str (empty until formatted) so that anything that insists on a str still gets one.
+    """
+
+    __slots__ = ("_value",)
+    _value: object
+
+    def __new__(cls, value: object) -> LazyFormat:
+        self = super().__new__(cls, "")
+        self._value = value
+        return self
+
+    def __str__(self) -> str:
+        return _pformat(self._value)
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self), spec)
+
+
+def data_received(protocol: WebSocketProtocol, data: bytes,
+                  receive: Callable[[bytes], None]) -> None:
+    """Call ``receive(data)`` (Autobahn's parser) with the small-frame masker in place."""
+    _protocol.create_xor_masker = create_xor_masker
+    try:
+        receive(data)
+    finally:
+        _protocol.create_xor_masker = _create_xor_masker
+
+
+def connection_made(made: Callable[[], None]) -> None:
+    """Call ``made()`` (Autobahn's _connectionMade) with pformat deferred."""
+    _protocol.pformat = LazyFormat  # type: ignore[assignment]
+    try:
+        made()
+    finally:
+        _protocol.pformat = _pformat
+
+
+_pack_header16 = struct.Struct("!BBH").pack
+_pack_header64 = struct.Struct("!BBQ").pack
+# Headers of unmasked, unfragmented server text frames (FIN + opcode 1), made once.
+_SMALL_HEADERS = [bytes((0x81, n)) for n in range(126)]
+
+
+def text_frame(payload: bytes) -> bytes:
+    """One unmasked, unfragmented, uncompressed text frame carrying ``payload``."""
+    n = len(payload)
+    if n < 126:
+        return _SMALL_HEADERS[n] + payload
+    if n < 65536:
+        return _pack_header16(0x81, 126, n) + payload
+    return _pack_header64(0x81, 127, n) + payload
+
+
+def can_send_directly(transport: Any) -> bool:
+    """Whether ``transport`` is a plain TCP/unix connection with the internals send_now reads."""
+    return isinstance(transport, tcp.Connection) and hasattr(transport, "_tempDataLen") \
+        and hasattr(transport, "socket")
+
+
+def send_now(transport: Any, data: bytes) -> None:
+    """Write ``data``: straight to the socket when nothing else waits in Twisted's buffer for
+    it, the rest (or all of it) through ``transport.write()``."""
+    if not transport.connected or transport.disconnecting:
+        return
+    if not transport._tempDataLen and len(transport.dataBuffer) == transport.offset:
+        try:
+            sent = transport.socket.send(data)
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            sent = 0  # transport.write() meets the error again and reports it its way
+        if sent == len(data):
+            return
+        data = data[sent:]
+    transport.write(data)
+
+
+class Corker:
+    """Gathers the connections written to during one reactor turn; flushes each once the turn
+    is over (see the module docstring)."""
+
+    def __init__(self, reactor: IReactorTime) -> None:
+        self._reactor = reactor
+        self._corked: list[Any] = []
+        self._call: Any = None
+
+    def add(self, protocol: Any) -> None:
+        """``protocol._flush()`` is to be called at the end of this turn."""
+        self._corked.append(protocol)
+        if self._call is None:
+            self._call = self._reactor.callLater(0, self.flush)
+
+    def flush(self) -> None:
+        """Flush every connection corked this turn."""
+        self._call = None
+        corked, self._corked = self._corked, []
+        for protocol in corked:
+            protocol._flush()
+
+
+def _names(function: Any) -> tuple[str, ...]:
+    code = getattr(function, "__code__", None)
+    return code.co_names if code is not None else ()
+
+
+# What each trick reads or replaces, checked against the Autobahn and Twisted in use.
+def _probes() -> list[tuple[str, bool]]:
+    W = WebSocketProtocol
+    return [
+        ("autobahn.websocket.protocol.create_xor_masker",
+         callable(getattr(_protocol, "create_xor_masker", None))
+         and "create_xor_masker" in _names(W.processData)),
+        ("autobahn.websocket.protocol.pformat",
+         "pformat" in vars(_protocol) and "pformat" in _names(W._connectionMade)),
+        ("WebSocketProtocol.dataReceived/_connectionMade",
+         callable(getattr(W, "_dataReceived", None))
+         and callable(getattr(W, "_connectionMade", None))),
+        ("WebSocketProtocol.onMessageEnd's message_data/message_is_binary/failedByMe",
+         {"message_data", "message_is_binary", "failedByMe"} <= set(_names(W.onMessageEnd))),
+        ("WebSocketProtocol.send_state/send_queue/SEND_STATE_GROUND",
+         hasattr(W, "SEND_STATE_GROUND") and "send_queue" in _names(W.sendData)
+         and "send_state" in _names(W.beginMessage)),
+        ("twisted.internet.abstract.FileDescriptor._tempDataLen/dataBuffer/offset",
+         "_tempDataLen" in _names(abstract.FileDescriptor.__init__)
+         and hasattr(abstract.FileDescriptor, "dataBuffer")
+         and hasattr(abstract.FileDescriptor, "offset")),
+        ("twisted.internet.tcp.Connection.socket",
+         "socket" in _names(tcp.Connection.__init__)),
+    ]
+
+
+def missing() -> list[str]:
+    """The private names the fast path needs that this Autobahn or Twisted lacks."""
+    return [name for name, present in _probes() if not present]
+
+
+_told: set[tuple[bool, str]] = set()
+
+
+def choose(wanted: bool) -> bool:
+    """Whether the fast path may run (``wanted``, and every probe passed); says so once."""
+    lacking = missing() if wanted else []
+    on = wanted and not lacking
+    why = ("on" if on else "off (--no-fast-path)" if not wanted
+           else "off: this Autobahn/Twisted lacks " + ", ".join(lacking))
+    if (on, why) not in _told:
+        _told.add((on, why))
+        _log.info("WebSocket fast path {state}", state=why)
+    return on
