@@ -246,3 +246,59 @@ class FactoryTests(SynchronousTestCase):
         factory = self.factory()
         factory.protocol = type("Other", (factory.protocol,), {})
         self.assertRaises(TypeError, factory.setProtocolOptions, autoPingInterval=3)
+
+
+class DirectSendTests(SynchronousTestCase):
+    """The adapter's direct send: corked per turn, behind Twisted's buffer when paused."""
+
+    def protocol(self) -> tuple[Any, FakeTransport, Clock]:
+        from collections import deque
+        clock = Clock()
+        service = SessionService([], Settings(), clock=clock)
+        factory = WebSocketFactory(service, "test", reactor=clock)
+        proto: Any = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 1))
+        transport = FakeTransport(FakeSocket())
+        # an open connection without permessage-deflate, as onOpen leaves it
+        proto.transport = transport
+        proto.state = proto.STATE_OPEN
+        proto.send_state = proto.SEND_STATE_GROUND
+        proto.send_queue = deque()
+        proto._plain = proto._direct = True
+        return proto, transport, clock
+
+    def test_one_send_per_turn(self) -> None:
+        proto, transport, clock = self.protocol()
+        proto.sendText(b"a")
+        proto.sendText(b"bc")
+        self.assertEqual(transport.socket.sent, [])
+        clock.advance(0)
+        self.assertEqual((transport.socket.sent, transport.written),
+                         ([b"\x81\x01a\x81\x02bc"], []))
+
+    def test_large_batch_goes_at_once(self) -> None:
+        proto, transport, clock = self.protocol()
+        big = b"x" * (fastpath.MAX_BATCH // 2 + 1)
+        proto.sendText(big)
+        self.assertEqual(transport.socket.sent, [])
+        proto.sendText(big)
+        self.assertEqual(len(transport.socket.sent), 1)
+        self.assertEqual(len(transport.socket.sent[0]), 2 * (len(big) + 4))
+
+    def test_paused_transport_gets_write_and_counts_backlog(self) -> None:
+        proto, transport, clock = self.protocol()
+        proto.sendText(b"a")  # corked this turn
+        proto.pauseProducing()
+        proto.sendText(b"b")  # what was corked goes first, then this, through write()
+        self.assertEqual(transport.socket.sent, [b"\x81\x01a"])
+        self.assertEqual(transport.written, [b"\x81\x01b"])
+        self.assertEqual(proto._backlog, 3)
+        proto.resumeProducing()
+        self.assertEqual(proto._backlog, 0)
+        clock.advance(0)  # the corker finds nothing left to send
+        self.assertEqual(transport.socket.sent, [b"\x81\x01a"])
+
+    def test_no_direct_send_writes_through_the_transport(self) -> None:
+        proto, transport, clock = self.protocol()
+        proto._direct = False
+        proto.sendText(b"a")
+        self.assertEqual((transport.socket.sent, transport.written), ([], [b"\x81\x01a"]))

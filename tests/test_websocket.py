@@ -152,7 +152,7 @@ class _AdapterTest(TestCase):
         self.assertFalse(wasClean)
         self.assertEqual(code, 1006)
         self.assertEqual(len(self.servers), 1)
-        self.assertIsNone(self.servers[0]._connection)  # the service never saw it
+        self.assertEqual(self.service.connections, set())  # the service never saw it
         self.assertEqual(self.service.connections, set())
         return reason
 
@@ -345,7 +345,8 @@ class MessageTests(_AdapterTest):
         def boom(payload: bytes) -> None:
             raise RuntimeError("boom")
 
-        self.servers[0]._connection.received = boom  # type: ignore[union-attr]
+        [connection] = self.service.connections
+        connection.received = boom  # type: ignore[method-assign]
         client.send({"type": "ping"})
         await self.closed_with(client, closecodes.CLOSE_INTERNAL_ERROR)
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
@@ -570,7 +571,7 @@ class NoResumeTests(_AdapterTest):
         wasClean, code, _ = await client.closed
         await self.server_closed[0]
         self.assertEqual((wasClean, code), (False, 1006))
-        self.assertIsNone(self.servers[0]._connection)
+        self.assertEqual(self.service.connections, set())
 
     async def test_peer_vanishes_mid_close(self) -> None:
         """The server closes, the client drops TCP without answering: no timer remains."""
@@ -627,29 +628,36 @@ class HeartbeatTests(_AdapterTest):
 
     settings = Settings(heartbeat=5.0)
 
-    async def pumped(self) -> None:
-        """Let the memory pumps (driven by the real reactor) move what is pending."""
-        from twisted.internet import reactor
-        from twisted.internet.task import deferLater
-        await deferLater(reactor, 0.25, lambda: None)
+    def watch(self, proto: Any, method: str) -> list[Deferred]:
+        """Deferreds fired, in turn, each time ``proto.method`` is called (after it runs)."""
+        waiting: list[Deferred] = []
+        original = getattr(proto, method)
+
+        def called(*args: Any) -> None:
+            original(*args)
+            if waiting:
+                waiting.pop(0).callback(None)
+        setattr(proto, method, called)
+        return waiting
+
+    async def after(self, waiting: list[Deferred], advance: float) -> None:
+        """Advance the clock, then wait until the watched method has been called."""
+        d: Deferred = Deferred()
+        waiting.append(d)
+        self.clock.advance(advance)
+        await d
 
     async def test_answering_peer_stays(self) -> None:
         client = await self.connect()
         await self.hello(client)
-        pongs: list[bytes] = []
-        client.onPong = pongs.append  # type: ignore[method-assign]
-        pings: list[bytes] = []
-        original = client.onPing
-
-        def onPing(payload: bytes) -> None:
-            pings.append(payload)
-            original(payload)
-        client.onPing = onPing  # type: ignore[method-assign]
+        server = self.servers[0]
+        pongs = self.watch(server, "onPong")  # the server got the client's answer
         for _ in range(3):
-            self.clock.advance(5.0)
-            await self.pumped()
-        self.assertEqual(len(pings), 3)
-        self.assertIsNotNone(self.servers[0]._connection)
+            await self.after(pongs, 5.0)  # the server pings; the client answers
+        self.assertEqual(server.state, WebSocketProtocol.STATE_OPEN)
+        self.clock.advance(5.0)  # a whole heartbeat after the last pong: a ping, no drop
+        self.assertEqual(server.state, WebSocketProtocol.STATE_OPEN)
+        self.assertEqual(len(self.service.connections), 1)
         client.send({"type": "call", "id": 1, "method": "echo", "params": 1})
         self.assertEqual((await client.receive())["result"], 1)
 
@@ -657,11 +665,11 @@ class HeartbeatTests(_AdapterTest):
         client = await self.connect()
         welcome = await self.hello(client)
         client.sendPong = lambda payload=None: None  # type: ignore[method-assign]
-        self.clock.advance(5.0)  # the server pings
-        await self.pumped()
-        self.assertFalse(self.server_closed[0].called)
-        self.clock.advance(4.9)  # not yet
-        await self.pumped()
+        pings = self.watch(client, "onPing")
+        await self.after(pings, 5.0)  # the server pings, and the ping arrived
+        server = self.servers[0]
+        self.clock.advance(4.9)  # no pong, but not a heartbeat yet: the server waits
+        self.assertEqual(server.state, WebSocketProtocol.STATE_OPEN)
         self.assertFalse(self.server_closed[0].called)
         self.clock.advance(0.2)  # no pong within the heartbeat: dropped
         await self.server_closed[0]
@@ -686,3 +694,27 @@ class FrameWritingTests(_AdapterTest):
         await self.hello(client)
         client.send({"type": "call", "id": 1, "method": "echo", "params": "z" * 3000})
         self.assertEqual((await client.receive())["result"], "z" * 3000)
+
+
+class AutobahnPathMessageTests(MessageTests):
+    """The message tests again with the fast path off: Autobahn's public paths only."""
+
+    settings = Settings(fast_path=False)
+
+    async def test_autobahn_writes_every_frame(self) -> None:
+        client = await self.connect()
+        await self.hello(client)
+        self.assertFalse(self.factory.fast)
+        self.assertFalse(self.servers[0]._plain)
+
+
+class AutobahnPathLimitTests(LimitTests):
+    """The limit tests again with the fast path off."""
+
+    settings = Settings(max_message_size=1024, hello_timeout=10.0, fast_path=False)
+
+
+class AutobahnPathFrameTests(FrameWritingTests):
+    """Frames at every length boundary again, written by Autobahn."""
+
+    settings = Settings(fast_path=False)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Iterable
 
 from twisted.application.service import IService, MultiService, Service
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
 
 from .config import Settings
@@ -24,7 +25,7 @@ class WSService(MultiService):
     are removed), then stops every other child service, in reverse order of addition.
     """
 
-    def __init__(self, sessions: SessionService, reactor: Any = None) -> None:
+    def __init__(self, sessions: SessionService, reactor: IReactorTime | None = None) -> None:
         super().__init__()
         check_resources(sessions.registry.resources, sessions.settings.path)
         self.sessions = sessions
@@ -64,7 +65,7 @@ class WSService(MultiService):
 
 def makeService(handlers: Iterable[Any] | Registry = (), listen: Iterable[str] = (DEFAULT_LISTEN,),
                 settings: Settings | None = None, authenticator: Any = None,
-                reactor: Any = None) -> WSService:
+                reactor: IReactorTime | None = None) -> WSService:
     """Build the service: handlers (objects, or a Registry) served on every ``listen`` string."""
     sessions = SessionService(handlers, settings, authenticator, clock=reactor)
     service = WSService(sessions, reactor)

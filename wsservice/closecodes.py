@@ -33,7 +33,6 @@ CODES: dict[Close, int] = {
     Close.RATE_LIMITED: CLOSE_RATE_LIMITED,
     Close.SLOW_CONSUMER: CLOSE_SLOW_CONSUMER,
 }
-_REASONS = {code: reason for reason, code in CODES.items()}
 
 # What a server may put in a close frame below 3000 (RFC 6455 section 7.4.1).
 SERVER_CLOSE_CODES = frozenset({1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012,
@@ -45,8 +44,8 @@ def code_of(reason: Close | int) -> int:
     return reason if isinstance(reason, int) else CODES[reason]
 
 
-def reason_of(code: int) -> Close | int:
-    """The reason a close code of protocol.md stands for; other valid codes stay as they are."""
+def check_code(code: int) -> int:
+    """``code`` if a server may send it (RFC 6455 section 7.4), else ValueError."""
     if not (code in SERVER_CLOSE_CODES or 3000 <= code <= 4999):
         raise ValueError(f"{code} is not a close code a server may send")
-    return _REASONS.get(code, code)
+    return code

@@ -15,6 +15,7 @@ from typing import Any
 
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import CannotListenError
+from twisted.internet.interfaces import IReactorCore, IStreamServerEndpoint
 
 from .errors import ConfigurationError
 
@@ -71,7 +72,7 @@ def _check_unix(description: str) -> None:
                                        "allow; choose a shorter one")
 
 
-def parse(reactor: Any, description: str) -> Any:
+def parse(reactor: IReactorCore, description: str) -> IStreamServerEndpoint:
     """The endpoint for ``description`` (unix sockets private by default); ListenError if unusable."""
     kind = description.split(":", 1)[0]
     if kind == "unix":

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, cast
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.error import ConnectionDone
-from twisted.internet.interfaces import IListeningPort
+from twisted.internet.interfaces import IListeningPort, IReactorCore, IReactorTime
 from twisted.internet.protocol import Factory
 from twisted.python.failure import Failure
 
@@ -41,13 +41,15 @@ class ListenerService(Service):
     _log = logger()
 
     def __init__(self, description: str, factory: Factory | Callable[[], Factory],
-                 reactor: Any = None, path: str = "/ws", page: bool = False) -> None:
+                 reactor: IReactorTime | None = None, path: str = "/ws",
+                 page: bool = False) -> None:
         if reactor is None:
             from twisted.internet import reactor as default_reactor
             reactor = default_reactor
         self.description = description
         self.secure = description.split(":", 1)[0] == "ssl"
-        self.endpoint = endpoints.parse(reactor, description)  # ListenError if unusable
+        # one reactor is both the clock and what listens (IReactorTime and IReactorCore)
+        self.endpoint = endpoints.parse(cast(IReactorCore, reactor), description)  # ListenError if unusable
         self._factory = factory
         self._path = path
         self._page = page

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import deque
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -104,6 +104,10 @@ class MemorySessionStore:
 
     def __len__(self) -> int:
         return len(self._records)
+
+    def __iter__(self) -> Iterator[str]:
+        """The ids of the sessions kept."""
+        return iter(list(self._records))
 
     def create(self, session_id: str, token: str, label: str, principal: Any,
                meta: dict) -> Deferred[ISessionRecord]:

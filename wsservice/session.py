@@ -11,7 +11,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from . import errors, wire
-from .closecodes import reason_of
+from .closecodes import check_code
 from .config import Settings
 from .errors import ApplicationError, RemoteError, SessionClosed
 from .interfaces import IDeliverable, ISession, ISessionRecord
@@ -150,7 +150,8 @@ class Session:
 
     def close(self, code: int = 1000, reason: str = "") -> None:
         """End the session for good and close its connection with ``code`` and ``reason``."""
-        self._host.end(self, "closed", reason_of(code), reason)
+        # the application's own choice of code, passed through to the adapter as it is
+        self._host.end(self, "closed", check_code(code), reason)
 
     # -- used by the service and the broker --------------------------------------------------------
 

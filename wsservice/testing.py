@@ -146,9 +146,11 @@ class ServiceHarness:
     """A started SessionService on a ``Clock``, for fast tests of handlers and the service."""
 
     def __init__(self, handlers: Iterable[Any] = (), settings: Settings | None = None,
-                 authenticator: Any = None, clock: Clock | None = None) -> None:
+                 authenticator: Any = None, clock: Clock | None = None,
+                 store: Any = None, broker: Any = None) -> None:
         self.clock = clock or Clock()
-        self.service = SessionService(handlers, settings, authenticator, clock=self.clock)
+        self.service = SessionService(handlers, settings, authenticator, clock=self.clock,
+                                      store=store, broker=broker)
         self.service.startService()
 
     def connect(self, headers: dict[str, str] | None = None, peer: str = "test") -> FakeClient:

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 import orjson
 from autobahn.twisted.resource import WebSocketResource
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from twisted.internet.interfaces import IReactorTime
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
@@ -74,7 +75,7 @@ def check_resources(resources: Iterable[str], ws_path: str) -> None:
 
 
 def makeSite(service: SessionService, listener: str = "", secure: bool = False,
-             reactor: Any = None) -> Site:
+             reactor: IReactorTime | None = None) -> Site:
     """The twisted.web Site one listener serves: WebSocket, health, metrics, handler pages."""
     root = Resource()
     for path, resource in service.registry.resources.items():
