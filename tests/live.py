@@ -25,11 +25,11 @@ def sleep(seconds: float) -> Deferred:
     return deferLater(reactor, seconds, lambda: None)
 
 
-async def until(condition: Callable[[], Any], what: str, timeout: float = TIMEOUT,
-                interval: float = 0.02) -> Any:
+async def until(condition: Callable[[], Any], what: str | Callable[[], str],
+                timeout: float = TIMEOUT, interval: float = 0.02) -> Any:
     """Poll ``condition`` (a function, or one returning an awaitable) every ``interval``
     seconds until it gives a true value, and return that value; fail the test, naming
-    ``what`` was awaited, after ``timeout`` seconds."""
+    ``what`` was awaited (a function: what it returns then), after ``timeout`` seconds."""
     deadline = reactor.seconds() + timeout
     while True:
         value = condition()
@@ -38,7 +38,8 @@ async def until(condition: Callable[[], Any], what: str, timeout: float = TIMEOU
         if value:
             return value
         if reactor.seconds() >= deadline:
-            raise FailTest(f"timed out after {timeout:g} s waiting for {what}")
+            awaited = what() if callable(what) else what
+            raise FailTest(f"timed out after {timeout:g} s waiting for {awaited}")
         await sleep(interval)
 
 
