@@ -97,6 +97,15 @@ async def stop(child: Child) -> Any:
     return await child.ended.addTimeout(STARTUP_TIMEOUT, reactor)
 
 
+async def stop_cleanly(testcase: Any, child: Child) -> str:
+    """SIGTERM a started child; fail unless it exits 0 (or by the SIGTERM twistd re-raises
+    once shut down) without a traceback. Returns everything it printed."""
+    code = await stop(child)
+    testcase.assertIn(code, (0, "SIGTERM"), child.text)
+    testcase.assertNotIn("Traceback", child.text)
+    return child.text
+
+
 def scratch(testcase: Any, prefix: str) -> str:
     """A fresh directory under the system's temporary one (short: unix socket paths fit),
     removed on cleanup."""
