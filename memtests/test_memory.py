@@ -77,6 +77,8 @@ async def _connect(address: str) -> _Counting:
 
 
 class _MemoryTest(TestCase):
+    """A twistd child on this checkout, its RSS, and clients dropped on cleanup."""
+
     timeout = 120
 
     def setUp(self) -> None:

@@ -34,6 +34,8 @@ def parse(*args: str) -> tap.Options:
 
 
 class OptionsDefaultsTests(SynchronousTestCase):
+    """With no option given: the documented defaults, as options and as Settings."""
+
     def test_defaults(self) -> None:
         o = parse()
         self.assertEqual(o["listen"], ["tcp:8080:interface=127.0.0.1"])
@@ -75,6 +77,8 @@ class OptionsDefaultsTests(SynchronousTestCase):
 
 
 class OptionsValuesTests(SynchronousTestCase):
+    """Given values reach the options and Settings, repeatable options accumulate."""
+
     def test_repeatableListen(self) -> None:
         o = parse("--listen", "tcp:0:interface=127.0.0.1", "--listen", "tcp:0")
         self.assertEqual(o["listen"], ["tcp:0:interface=127.0.0.1", "tcp:0"])
@@ -115,11 +119,10 @@ class OptionsValuesTests(SynchronousTestCase):
 
 
 class OptionsInvalidTests(SynchronousTestCase):
-    """Each bad value is an OptionError whose one line is asserted whole: the option as
-    typed, the value, the problem and the hint (so an unknown option, a misspelt one or any
-    other UsageError cannot pass for it)."""
+    """Each bad value's OptionError line, whole: option as typed, value, problem, hint."""
 
     def assertMistake(self, line: str, *args: str) -> None:
+        """Whole: an unknown option, a misspelt one or another UsageError cannot pass."""
         e = self.assertRaises(tap.OptionError, parse, *args)
         self.assertEqual(str(e), line)
 
@@ -223,8 +226,7 @@ class OptionsInvalidTests(SynchronousTestCase):
 
 
 class MakeServiceTests(SynchronousTestCase):
-    """Handlers and authenticators are loaded while parsing: a bad one is an OptionError
-    there, its whole line asserted."""
+    """Handlers and authenticators load while parsing: a bad one's OptionError line, whole."""
 
     def assertMistake(self, line: str, *args: str) -> None:
         e = self.assertRaises(tap.OptionError, parse, *args, "--listen", "tcp:0")
@@ -301,6 +303,8 @@ class MakeServiceTests(SynchronousTestCase):
 
 
 class PluginTests(SynchronousTestCase):
+    """The installed twisted/plugins entry: found, with these Options and makeService."""
+
     def _plugin(self) -> IServiceMaker:
         import twisted.plugins
         # Look only in the installed copy so discovery does not touch the source tree.
@@ -332,6 +336,8 @@ class PluginTests(SynchronousTestCase):
 
 
 class UsageTextTests(SynchronousTestCase):
+    """--help: every option, the defaults, tidy wrapped text."""
+
     def test_helpMentionsEveryOption(self) -> None:
         text = tap.Options().getUsage()
         for name in OPTION_NAMES:

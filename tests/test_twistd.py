@@ -99,11 +99,9 @@ class Nothing:
 
 
 class MistakeTests(TestCase):
-    """Every mistake ends twistd with one line, ``wsservice: --OPTION VALUE: problem; what
-    to do``, on stderr: no help dump, no traceback; status 2, or 1 when a listener cannot
-    listen."""
+    """Each mistake: one stderr line, no help, no traceback; status 2 (1: cannot listen)."""
 
-    timeout = 60
+    timeout = 60  # each line reads ``wsservice: --OPTION VALUE: problem; what to do``
 
     def setUp(self) -> None:
         self.cwd = processes.scratch(self, "wst")
