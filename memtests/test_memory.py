@@ -7,7 +7,7 @@ about 4 KiB of RSS even for a 170-byte message, so 1000 kept frames "of 170 KB" 
 4 MiB. Each test runs the server as its own twistd process (memtests/memory_server.py: this
 checkout's wsservice under the real twistd) and reads its VmRSS/VmHWM from /proc.
 
-Loopback only; Linux only (/proc). Minutes of load on a small machine: run by ``make memory``
+Loopback only; Linux only (/proc). Soak-scale load (~20 s here): run by ``make memory``
 (this directory), not by ``make test``.
 """
 
