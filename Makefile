@@ -5,11 +5,12 @@ BIN    := $(VENV)/bin
 SOURCES := $(shell find wsservice twisted -name '*.py' -o -name '*.html' -o -name '*.js' -o -name '*.ico') wsservice/py.typed setup.cfg pyproject.toml
 ARGS   ?=
 
-.PHONY: run test install system-deps typecheck conformance bench soak clean help
+.PHONY: run test memory install system-deps typecheck conformance bench soak clean help
 
 help:
 	@echo "make run   - set up .venv and run 'twistd -n wsservice' with the demo app"
 	@echo "make test  - set up .venv with test extras and run the trial suite"
+	@echo "make memory - RSS of a real twistd under soak-scale load (memtests/, ~20 s)"
 	@echo "make conformance - Autobahn Testsuite (kosoku) against twistd wsservice, TCP and unix"
 	@echo "make bench - side-by-side benchmark: wsservice vs bare Autobahn (Node ws load generator)"
 	@echo "make soak  - 200 clients for 60 s with drops and resumes; checks nothing is lost"
@@ -46,6 +47,11 @@ test: install system-deps typecheck
 	@echo "==> running the trial suite (tests/): in-process tests import this checkout,"
 	@echo "    twistd and README tests run the copy just installed in $(VENV)"
 	$(BIN)/python tests/run.py
+
+# Soak-scale: 221 sessions x 1000 pushes, 20 non-reading clients; RSS read from /proc.
+memory: install
+	@echo "==> memory bounds (memtests/): a twistd running this checkout, its RSS under load"
+	$(BIN)/python tests/run.py memtests
 
 $(BIN)/kosoku: $(BIN)/python
 	@echo "==> installing kosoku (the Autobahn Testsuite cases, Python 3) into $(VENV)"

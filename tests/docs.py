@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import sys
-import tempfile
 import textwrap
 from typing import Any
+
+from . import processes
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 README = os.path.join(ROOT, "README.md")
@@ -64,8 +64,7 @@ def text_lines(path: str, start: str) -> list[str]:
 def scratch(testcase: Any, saved: dict[str, str]) -> str:
     """A fresh directory holding ``saved`` files and ``.venv``, the virtualenv running
     these tests (a link), as a user's project directory would after ``make``."""
-    where = tempfile.mkdtemp(prefix="wsdoc")
-    testcase.addCleanup(shutil.rmtree, where, True)
+    where = processes.scratch(testcase, "wsdoc")
     os.symlink(sys.prefix, os.path.join(where, ".venv"))
     for name, text in saved.items():
         target = os.path.join(where, name)

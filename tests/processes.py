@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import shutil
 import signal
 import sys
+import tempfile
 from typing import Any
 
 from twisted.internet import reactor
@@ -93,6 +95,23 @@ async def stop(child: Child) -> Any:
     """SIGTERM a started child and return its exit code."""
     child.transport.signalProcess("TERM")
     return await child.ended.addTimeout(STARTUP_TIMEOUT, reactor)
+
+
+async def stop_cleanly(testcase: Any, child: Child) -> str:
+    """SIGTERM a started child; fail unless it exits 0 (or by the SIGTERM twistd re-raises
+    once shut down) without a traceback. Returns everything it printed."""
+    code = await stop(child)
+    testcase.assertIn(code, (0, "SIGTERM"), child.text)
+    testcase.assertNotIn("Traceback", child.text)
+    return child.text
+
+
+def scratch(testcase: Any, prefix: str) -> str:
+    """A fresh directory under the system's temporary one (short: unix socket paths fit),
+    removed on cleanup."""
+    where = tempfile.mkdtemp(prefix=prefix)
+    testcase.addCleanup(shutil.rmtree, where, True)
+    return where
 
 
 async def run(argv: list[str], cwd: str, env: dict[str, str] | None = None

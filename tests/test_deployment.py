@@ -37,6 +37,8 @@ def exec_start(service: str) -> list[str]:
 
 
 class SystemdUnitTests(TestCase):
+    """The units pass systemd-analyze verify; ExecStart serves the socket systemd holds."""
+
     timeout = 60
 
     def setUp(self) -> None:
@@ -83,6 +85,4 @@ class SystemdUnitTests(TestCase):
         await client.hello()
         self.assertEqual((await client.call("echo", {"via": "systemd"}))["result"],
                          {"via": "systemd"})
-        code = await processes.stop(child)
-        self.assertIn(code, (0, "SIGTERM"), child.text)
-        self.assertNotIn("Traceback", child.text)
+        await processes.stop_cleanly(self, child)

@@ -42,11 +42,6 @@ class _DocsTestCase(TestCase):
         argv, env = processes.shell(docs.command(doc, prefix) + extra)
         return await processes.start(self, argv, cwd, listeners, env=env)
 
-    async def assertStops(self, child: processes.Child) -> None:
-        code = await processes.stop(child)
-        self.assertIn(code, (0, "SIGTERM"), child.text)
-        self.assertNotIn("Traceback", child.text)
-
     async def assertMistake(self, doc: str, line: str, cwd: str) -> None:
         """``line`` (``wsservice: --OPTION VALUE: ...``) is what the documented mistake prints."""
         option, value = line.split(": ", 2)[1].split(" ", 1)
@@ -80,7 +75,7 @@ class ReadmeTests(_DocsTestCase):
                 self.assertTrue(_matches(message, got), f"README shows {line}, got {got}")
         self.assertEqual((await client.waitClosed())[0], 1000)  # after the bye
         self.assertFalse(client.queue.pending)
-        await self.assertStops(child)
+        await processes.stop_cleanly(self, child)
 
     async def test_mistakes_answer_the_documented_line(self) -> None:
         cwd = docs.scratch(self, {"myapp.py": self.saved["myapp.py"]})
@@ -111,7 +106,7 @@ class ReadmeTests(_DocsTestCase):
             await client.hello()
             self.assertEqual((await client.call("greet", {"name": "Ada"}))["result"],
                              "hello, Ada")
-        await self.assertStops(child)
+        await processes.stop_cleanly(self, child)
         self.assertFalse(os.path.exists(sock))
 
     async def test_trial_example(self) -> None:
@@ -160,7 +155,7 @@ class HandlersGuideTests(_DocsTestCase):
         demo = await connect(f"unix:{self.cwd}/chat.sock")
         await demo.hello()
         self.assertEqual((await demo.call("echo", [1]))["result"], [1])
-        await self.assertStops(child)
+        await processes.stop_cleanly(self, child)
 
     async def test_twistd_with_authenticator(self) -> None:
         child = await self.serve(docs.HANDLERS_MD, "CHAT_TOKENS=s3cret=alice", self.cwd,
@@ -170,7 +165,7 @@ class HandlersGuideTests(_DocsTestCase):
         refused.send({"type": "hello", "auth": {"token": "wrong"}})
         self.assertEqual((await refused.next())["error"]["code"], "unauthorized")
         self.assertEqual((await refused.waitClosed())[0], 4401)
-        await self.assertStops(child)
+        await processes.stop_cleanly(self, child)
 
     async def test_duplicate_name_line(self) -> None:
         [line] = docs.text_lines(docs.HANDLERS_MD, "wsservice: ")
@@ -187,7 +182,7 @@ class HandlersGuideTests(_DocsTestCase):
         child = await self.serve(docs.HANDLERS_MD, ".venv/bin/twistd -ny examples/chat.tac",
                                  self.cwd, listeners=2)
         await self.join(f"unix:{sock}")
-        await self.assertStops(child)
+        await processes.stop_cleanly(self, child)
 
     async def test_clock_tac(self) -> None:
         self.save("clock.tac", self.saved["clock.tac"])
@@ -195,7 +190,7 @@ class HandlersGuideTests(_DocsTestCase):
                                  self.cwd, listeners=2)
         await self.join(f"127.0.0.1:{child.port()}", auth={"token": "t0ps3cret"})
         await self.join(f"unix:{self.cwd}/chat-with-clock.sock", "bob", auth={"token": "s3cret"})
-        await self.assertStops(child)
+        await processes.stop_cleanly(self, child)
 
     async def test_trial_example(self) -> None:
         self.save("test_chat.py", self.saved["test_chat.py"])

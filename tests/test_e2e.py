@@ -1,6 +1,7 @@
 """End to end: the real service on a real TCP port and a real unix socket, real WebSocket clients.
 
-Every test runs on both transports (TCPTests, UNIXTests).
+Every test runs on both transports (TCPTests, UNIXTests). The service's time (timeouts, the
+demo's sleep) is a Clock the tests advance: nothing waits on, or races, the wall clock.
 """
 
 from __future__ import annotations
@@ -10,15 +11,14 @@ import stat
 from typing import Any
 
 import orjson
-from twisted.internet import reactor
 from twisted.internet.defer import Deferred
-from twisted.internet.task import deferLater
+from twisted.internet.task import Clock
 from twisted.trial.unittest import TestCase
 
-from wsservice import Settings, makeService
-from wsservice.demo import DemoApp
+from wsservice import Settings
 
-from .wsclient import Client, connect, handshake_headers, http, socket_path
+from . import live
+from .wsclient import Client, handshake_headers, http
 
 SETTINGS = Settings(hello_timeout=1.0, max_bad_messages=3, call_timeout=1.0,
                     max_inflight_calls=4, max_message_size=64 * 1024, max_depth=8)
@@ -28,44 +28,22 @@ class _EndToEnd:
     """The tests; subclasses say which listener to use."""
 
     settings = SETTINGS
-
-    def listen_description(self) -> str:
-        raise NotImplementedError
-
-    def address_of(self, port: Any) -> str:
-        raise NotImplementedError
+    unix = False
 
     async def _start(self) -> None:
-        self.clients: list[Client] = []
-        self.service = makeService([DemoApp()], [self.listen_description()], self.settings)
-        self.service.startService()
-        # trial runs cleanups (LIFO) before tearDown: stop here, before the socket dir goes
-        self.addCleanup(lambda: Deferred.fromCoroutine(self._stop()))
-        port = await self.service.listeners[0].whenListening
-        self.address = self.address_of(port)
+        self.clock = Clock()
+        self.server = await live.serve(self, self.settings, unix=self.unix, clock=self.clock)
+        self.service = self.server.service
+        self.address = self.server.address
 
     def setUp(self) -> Deferred:
         return Deferred.fromCoroutine(self._start())
 
-    async def _stop(self) -> None:
-        for client in self.clients:
-            if not client.closed.called:
-                client.dropConnection(abort=True)
-        for client in self.clients:
-            await client.closed
-        if self.service.running:
-            await self.service.stopService()
-        self.service.sessions.endAll()  # resumable sessions would otherwise wait for their TTL
-
     async def client(self, **kwargs: Any) -> Client:
-        c = await connect(self.address, **kwargs)
-        self.clients.append(c)
-        return c
+        return await self.server.client(**kwargs)
 
     async def session(self, **hello: Any) -> tuple[Client, dict[str, Any]]:
-        c = await self.client()
-        welcome = await c.hello(**hello)
-        return c, welcome
+        return await self.server.session(**hello)
 
     async def expect_error(self, c: Client, code: str, id: Any = None) -> dict[str, Any]:
         message = await c.next()
@@ -80,6 +58,12 @@ class _EndToEnd:
     async def expect_close(self, c: Client, code: int) -> None:
         got, reason = await c.waitClosed()
         self.assertEqual(got, code, reason)
+
+    async def in_flight(self, c: Client) -> None:
+        """Once this returns the server has read every message ``c`` sent before (an echo's
+        reply comes after them: a client's messages are handled in order)."""
+        self.assertEqual(await c.call("echo", "sync", id="sync"),
+                         {"type": "result", "id": "sync", "result": "sync"})
 
     # -- session lifecycle ---------------------------------------------------------------------
 
@@ -105,11 +89,7 @@ class _EndToEnd:
 
     async def wait_detached(self, session_id: str) -> None:
         session = self.service.sessions.sessions[session_id]
-        for _ in range(200):
-            if not session.attached:
-                return
-            await deferLater(reactor, 0.01, lambda: None)
-        self.fail("the server never saw the connection go")
+        await live.until(lambda: not session.attached, "the server to see the connection go")
 
     async def test_client_drop_keeps_session_resumable(self) -> None:
         c, welcome = await self.session()
@@ -122,11 +102,8 @@ class _EndToEnd:
         c, welcome = await self.session()
         c.sendClose(1000)
         await c.closed
-        for _ in range(200):
-            if welcome["session"] not in self.service.sessions.sessions:
-                break
-            await deferLater(reactor, 0.01, lambda: None)
-        self.assertNotIn(welcome["session"], self.service.sessions.sessions)
+        await live.until(lambda: welcome["session"] not in self.service.sessions.sessions,
+                         "the session to end")
 
     async def test_resume_replays_missed_pushes(self) -> None:
         c, welcome = await self.session()
@@ -202,6 +179,10 @@ class _EndToEnd:
 
     async def test_no_hello_closes_4408(self) -> None:
         c = await self.client()
+        # the server registered the connection (and armed its hello timer) before it
+        # answered the handshake
+        self.assertEqual(len(self.service.sessions.connections), 1)
+        self.clock.advance(SETTINGS.hello_timeout)
         await self.expect_close(c, 4408)
 
     # -- events and calls ------------------------------------------------------------------------
@@ -251,12 +232,17 @@ class _EndToEnd:
         await self.expect_error_after(c, "sleep", "invalid_params", {"seconds": 61})
 
     async def test_sleep_and_out_of_order_replies(self) -> None:
+        """Each call is answered when it is done, not in the order the calls came."""
         c, _ = await self.session()
-        c.send({"type": "call", "id": "slow", "method": "sleep", "params": {"seconds": 0.3}})
-        c.send({"type": "call", "id": "fast", "method": "sleep", "params": {"seconds": 0}})
+        c.send({"type": "call", "id": "slow", "method": "sleep", "params": {"seconds": 0.5}})
+        c.send({"type": "call", "id": "fast", "method": "sleep", "params": {"seconds": 0.25}})
         c.send({"type": "call", "id": "now", "method": "echo", "params": 1})
-        ids = [(await c.next())["id"] for _ in range(3)]
-        self.assertEqual(ids, ["now", "fast", "slow"])
+        self.assertEqual(await c.next(), {"type": "result", "id": "now", "result": 1})
+        self.clock.advance(0.25)
+        self.assertEqual(await c.next(), {"type": "result", "id": "fast", "result": None})
+        await live.caught_up(c)  # the slow one is still sleeping
+        self.clock.advance(0.25)
+        self.assertEqual(await c.next(), {"type": "result", "id": "slow", "result": None})
 
     async def test_cancel(self) -> None:
         c, _ = await self.session()
@@ -267,22 +253,30 @@ class _EndToEnd:
         self.assertEqual((await c.call("echo", 3))["result"], 3)
 
     async def test_call_timeout(self) -> None:
+        """call_timeout (1 s) ends a call that would take 5 s."""
         c, _ = await self.session()
-        await self.expect_error_after(c, "sleep", "timeout", {"seconds": 5})
+        c.send({"type": "call", "id": 1, "method": "sleep", "params": {"seconds": 5}})
+        await self.in_flight(c)
+        self.clock.advance(SETTINGS.call_timeout - 0.01)
+        await live.caught_up(c)
+        self.clock.advance(0.01)
+        await self.expect_error(c, "timeout", 1)
 
     async def test_duplicate_id(self) -> None:
         c, _ = await self.session()
-        c.send({"type": "call", "id": 1, "method": "sleep", "params": {"seconds": 0.2}})
+        c.send({"type": "call", "id": 1, "method": "sleep", "params": {"seconds": 0.5}})
         c.send({"type": "call", "id": 1, "method": "echo", "params": 1})
         await self.expect_error(c, "duplicate_id", 1)
+        self.clock.advance(0.5)
         self.assertEqual(await c.next(), {"type": "result", "id": 1, "result": None})
 
     async def test_too_many_calls(self) -> None:
         c, _ = await self.session()
         for i in range(4):
-            c.send({"type": "call", "id": i, "method": "sleep", "params": {"seconds": 0.2}})
+            c.send({"type": "call", "id": i, "method": "sleep", "params": {"seconds": 0.5}})
         c.send({"type": "call", "id": 4, "method": "echo", "params": 1})
         await self.expect_error(c, "too_many_calls", 4)
+        self.clock.advance(0.5)
         replies = sorted([(await c.next())["id"] for _ in range(4)])
         self.assertEqual(replies, [0, 1, 2, 3])
 
@@ -312,9 +306,8 @@ class _EndToEnd:
         c.send({"type": "call", "id": "q", "method": "ask",
                 "params": {"method": "x", "timeout": 0.2}})
         await c.next()  # the server's call, left unanswered
-        started = reactor.seconds()
+        self.clock.advance(0.2)
         reply = await self.expect_error(c, "timeout", "q")
-        self.assertLess(reactor.seconds() - started, 0.8)
         self.assertIn("did not answer", reply["error"]["message"])
 
     async def test_event_handler_failure_is_internal(self) -> None:
@@ -432,9 +425,11 @@ class _EndToEnd:
     async def test_bad_client_does_not_disturb_others(self) -> None:
         good, _ = await self.session()
         bad, _ = await self.session()
-        bad.sendRaw(b"\xff\xfe", binary=True)
         good.send({"type": "call", "id": 1, "method": "sleep", "params": {"seconds": 0.1}})
+        await self.in_flight(good)
+        bad.sendRaw(b"\xff\xfe", binary=True)
         await self.expect_close(bad, 1003)
+        self.clock.advance(0.1)
         self.assertEqual(await good.next(), {"type": "result", "id": 1, "result": None})
 
     # -- handshake policy and HTTP -------------------------------------------------------------
@@ -513,24 +508,15 @@ class _EndToEnd:
 class TCPTests(_EndToEnd, TestCase):
     """Over a TCP listener on loopback."""
 
-    def listen_description(self) -> str:
-        return "tcp:0:interface=127.0.0.1"
-
-    def address_of(self, port: Any) -> str:
-        return f"127.0.0.1:{port.getHost().port}"
-
 
 class UNIXTests(_EndToEnd, TestCase):
     """Over a unix socket listener."""
 
-    def listen_description(self) -> str:
-        self.path = socket_path(self)
-        return f"unix:{self.path}"
-
-    def address_of(self, port: Any) -> str:
-        return f"unix:{self.path}"
+    unix = True
 
     async def test_socket_mode_0600_and_removed_on_stop(self) -> None:
-        self.assertEqual(stat.S_IMODE(os.stat(self.path).st_mode), 0o600)
+        path = self.server.path
+        assert path is not None
+        self.assertEqual(stat.S_IMODE(os.stat(path).st_mode), 0o600)
         await self.service.stopService()
-        self.assertFalse(os.path.exists(self.path))
+        self.assertFalse(os.path.exists(path))

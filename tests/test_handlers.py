@@ -370,6 +370,8 @@ class RegistryTests(SynchronousTestCase):
 
 
 class ResolveTests(SynchronousTestCase):
+    """resolve('module:attribute'), and the errors naming the spec."""
+
     def test_resolves(self) -> None:
         self.assertIs(resolve("tests.fixtures:Greeter"), fixtures.Greeter)
         self.assertIs(resolve("wsservice.handler:Handler.calls"), Handler.calls)
@@ -393,6 +395,8 @@ class ResolveTests(SynchronousTestCase):
 
 
 class LoadTests(SynchronousTestCase):
+    """load(spec): a class or factory is called, an instance used as is, others refused."""
+
     def test_class(self) -> None:
         h = load("tests.fixtures:Greeter")
         self.assertIsInstance(h, fixtures.Greeter)
@@ -433,6 +437,8 @@ class LoadTests(SynchronousTestCase):
 
 
 class LoadAuthenticatorTests(SynchronousTestCase):
+    """load_authenticator(spec): only what provides IAuthenticator."""
+
     def test_class(self) -> None:
         a = load_authenticator("tests.fixtures:Authenticator")
         self.assertIsInstance(a, fixtures.Authenticator)
@@ -460,6 +466,8 @@ class LoadAuthenticatorTests(SynchronousTestCase):
 
 
 class VerifyTests(SynchronousTestCase):
+    """verify(obj, interfaces, name): passes or names what is missing."""
+
     def test_ok(self) -> None:
         verify(Sample(), (ICallHandler, IEventHandler, ISessionObserver), "sample")
 

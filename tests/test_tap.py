@@ -22,6 +22,11 @@ OPTION_NAMES = (
 )
 
 
+# what every --listen mistake suggests instead
+ENDPOINTS = ("tcp:PORT[:interface=ADDRESS], unix:PATH, ssl:PORT:privateKey=KEY.pem:"
+             "certKey=CERT.pem or systemd:domain=INET:index=N")
+
+
 def parse(*args: str) -> tap.Options:
     options = tap.Options()
     options.parseOptions(list(args))
@@ -29,6 +34,8 @@ def parse(*args: str) -> tap.Options:
 
 
 class OptionsDefaultsTests(SynchronousTestCase):
+    """With no option given: the documented defaults, as options and as Settings."""
+
     def test_defaults(self) -> None:
         o = parse()
         self.assertEqual(o["listen"], ["tcp:8080:interface=127.0.0.1"])
@@ -70,6 +77,8 @@ class OptionsDefaultsTests(SynchronousTestCase):
 
 
 class OptionsValuesTests(SynchronousTestCase):
+    """Given values reach the options and Settings, repeatable options accumulate."""
+
     def test_repeatableListen(self) -> None:
         o = parse("--listen", "tcp:0:interface=127.0.0.1", "--listen", "tcp:0")
         self.assertEqual(o["listen"], ["tcp:0:interface=127.0.0.1", "tcp:0"])
@@ -110,25 +119,24 @@ class OptionsValuesTests(SynchronousTestCase):
 
 
 class OptionsInvalidTests(SynchronousTestCase):
-    """Each bad value is an OptionError whose one line names the option, the value and the
-    problem (so an unknown option or any other UsageError cannot pass for it)."""
+    """Each bad value's OptionError line, whole: option as typed, value, problem, hint."""
 
     def assertMistake(self, line: str, *args: str) -> None:
+        """Whole: an unknown option, a misspelt one or another UsageError cannot pass."""
         e = self.assertRaises(tap.OptionError, parse, *args)
         self.assertEqual(str(e), line)
 
-    def assertBounds(self, option: str, value: str, problem: str) -> None:
-        e = self.assertRaises(tap.OptionError, parse, option, value)
-        self.assertTrue(str(e).startswith(f"{option} {value}: {problem}; e.g. {option} "), e)
-
     def test_helloTimeoutZero(self) -> None:
-        self.assertBounds("--hello-timeout", "0", "must be a finite number > 0")
+        self.assertMistake("--hello-timeout 0: must be a finite number > 0; "
+                           "e.g. --hello-timeout 10 (the default)", "--hello-timeout", "0")
 
     def test_helloTimeoutNotANumber(self) -> None:
-        self.assertBounds("--hello-timeout", "abc", "not a number")
+        self.assertMistake("--hello-timeout abc: not a number; "
+                           "e.g. --hello-timeout 10 (the default)", "--hello-timeout", "abc")
 
     def test_helloTimeoutNegative(self) -> None:
-        self.assertBounds("--hello-timeout", "-1", "must be a finite number > 0")
+        self.assertMistake("--hello-timeout -1: must be a finite number > 0; "
+                           "e.g. --hello-timeout 10 (the default)", "--hello-timeout", "-1")
 
     def test_maxMessageSizeNegative(self) -> None:
         self.assertMistake("--max-message-size -1: must be a whole number >= 1; "
@@ -136,44 +144,59 @@ class OptionsInvalidTests(SynchronousTestCase):
                            "--max-message-size", "-1")
 
     def test_maxMessageSizeNotInteger(self) -> None:
-        self.assertBounds("--max-message-size", "1.5", "not a whole number")
+        self.assertMistake("--max-message-size 1.5: not a whole number; "
+                           "e.g. --max-message-size 1048576 (the default)",
+                           "--max-message-size", "1.5")
 
     def test_maxDepthZero(self) -> None:
-        self.assertBounds("--max-depth", "0", "must be a whole number from 1 to 1000")
+        self.assertMistake("--max-depth 0: must be a whole number from 1 to 1000; "
+                           "e.g. --max-depth 32 (the default)", "--max-depth", "0")
 
     def test_maxInflightCallsZero(self) -> None:
-        self.assertBounds("--max-inflight-calls", "0", "must be a whole number >= 1")
+        self.assertMistake("--max-inflight-calls 0: must be a whole number >= 1; "
+                           "e.g. --max-inflight-calls 64 (the default)",
+                           "--max-inflight-calls", "0")
 
     def test_maxBadMessagesNegative(self) -> None:
-        self.assertBounds("--max-bad-messages", "-1", "must be a whole number >= 0")
+        self.assertMistake("--max-bad-messages -1: must be a whole number >= 0; "
+                           "e.g. --max-bad-messages 20 (the default)",
+                           "--max-bad-messages", "-1")
 
     def test_maxSessionsZero(self) -> None:
-        self.assertBounds("--max-sessions", "0", "must be a whole number >= 1")
+        self.assertMistake("--max-sessions 0: must be a whole number >= 1; "
+                           "e.g. --max-sessions 10000 (the default)", "--max-sessions", "0")
 
     def test_callTimeoutNotANumber(self) -> None:
-        self.assertBounds("--call-timeout", "x", "not a number")
+        self.assertMistake("--call-timeout x: not a number; "
+                           "e.g. --call-timeout 30 (the default)", "--call-timeout", "x")
 
     def test_callTimeoutNaN(self) -> None:
-        self.assertBounds("--call-timeout", "nan", "must be a finite number > 0")
+        self.assertMistake("--call-timeout nan: must be a finite number > 0; "
+                           "e.g. --call-timeout 30 (the default)", "--call-timeout", "nan")
 
     def test_everySettingsOptionIsChecked(self) -> None:
-        """The table: every numeric Settings field is an option refusing 'x' and '-1'."""
+        """The table: every numeric Settings field is an option refusing 'x' and '-1', with
+        its bounds and its default as the example."""
         from wsservice.config import OPTION_FIELDS, bounds, kind
         numeric = [f for f in OPTION_FIELDS.values() if kind(f) is not str]
         self.assertEqual(len(numeric), 16)
         for spec in numeric:
-            option = "--" + spec.name.replace("_", "-")
-            self.assertBounds(option, "x", "not a whole number" if kind(spec) is int
-                              else "not a number")
-            self.assertBounds(option, "-1", f"must be {bounds(spec)}")
+            name = spec.name.replace("_", "-")
+            option, default = "--" + name, parse()[name]
+            hint = f"; e.g. {option} {default if kind(spec) is int else f'{default:g}'} " \
+                   "(the default)"
+            self.assertMistake(f"{option} x: " + ("not a whole number" if kind(spec) is int
+                                                  else "not a number") + hint, option, "x")
+            self.assertMistake(f"{option} -1: must be {bounds(spec)}{hint}", option, "-1")
 
     def test_bogusListen(self) -> None:
-        e = self.assertRaises(tap.OptionError, parse, "--listen", "bogus:1")
-        self.assertTrue(str(e).startswith("--listen bogus:1: unknown endpoint type 'bogus'"), e)
+        self.assertMistake("--listen bogus:1: unknown endpoint type 'bogus'; use " + ENDPOINTS,
+                           "--listen", "bogus:1")
 
     def test_badTcpPort(self) -> None:
-        e = self.assertRaises(tap.OptionError, parse, "--listen", "tcp:notaport")
-        self.assertTrue(str(e).startswith("--listen tcp:notaport: not a valid tcp: endpoint"), e)
+        self.assertMistake("--listen tcp:notaport: not a valid tcp: endpoint string (invalid "
+                           "literal for int() with base 10: 'notaport'); use " + ENDPOINTS,
+                           "--listen", "tcp:notaport")
 
     def test_pathWithoutSlash(self) -> None:
         self.assertMistake("--path ws: must start with '/' and name a resource; e.g. --path /ws",
@@ -203,35 +226,46 @@ class OptionsInvalidTests(SynchronousTestCase):
 
 
 class MakeServiceTests(SynchronousTestCase):
-    """Handlers and authenticators are loaded while parsing: a bad one is a UsageError there."""
+    """Handlers and authenticators load while parsing: a bad one's OptionError line, whole."""
+
+    def assertMistake(self, line: str, *args: str) -> None:
+        e = self.assertRaises(tap.OptionError, parse, *args, "--listen", "tcp:0")
+        self.assertEqual(str(e), line)
 
     def test_badHandler(self) -> None:
-        e = self.assertRaises(usage.UsageError, parse,
-                              "--handler", "no.such.module:Thing", "--listen", "tcp:0")
-        self.assertIn("no.such.module:Thing", str(e))
+        self.assertMistake(
+            "--handler no.such.module:Thing: no module named 'no'; looked in "
+            f"{os.getcwd()} (--app-dir) and the installed packages: put no.py there or "
+            "install it", "--handler", "no.such.module:Thing")
 
     def test_handlerProvidingNothing(self) -> None:
-        e = self.assertRaises(usage.UsageError, parse,
-                              "--handler", "tests.fixtures:Nothing", "--listen", "tcp:0")
-        self.assertIn("tests.fixtures:Nothing", str(e))
+        self.assertMistake(
+            "--handler tests.fixtures:Nothing: provides none of ICallHandler, IEventHandler, "
+            "ISessionObserver, IResourceProvider, ITopicAuthorizer; subclass wsservice.Handler "
+            "or declare one with @implementer", "--handler", "tests.fixtures:Nothing")
 
     def test_handlerBrokenContract(self) -> None:
-        e = self.assertRaises(usage.UsageError, parse, "--handler",
+        e = self.assertRaises(tap.OptionError, parse, "--handler",
                               "tests.fixtures:NoCallsAttribute", "--listen", "tcp:0")
-        self.assertIn("tests.fixtures:NoCallsAttribute", str(e))
+        # zope.interface's own explanation names the object by its repr (an address)
+        self.assertRegex(str(e), r"^--handler tests\.fixtures:NoCallsAttribute: does not "
+                                 r"satisfy ICallHandler: The object <tests\.fixtures\."
+                                 r"NoCallsAttribute object at 0x[0-9a-f]+> has failed to "
+                                 r"implement interface wsservice\.interfaces\.ICallHandler: "
+                                 r"The wsservice\.interfaces\.ICallHandler\.calls attribute "
+                                 r"was not provided\.$")
 
     def test_duplicateHandlers(self) -> None:
-        """Two handlers serving one call name: a UsageError naming both."""
-        e = self.assertRaises(usage.UsageError, parse, "--handler", "tests.fixtures:Greeter",
-                              "--handler", "tests.fixtures:OtherGreeter", "--listen", "tcp:0")
-        self.assertIn("greet", str(e))
-        self.assertIn("Greeter", str(e))
-        self.assertIn("OtherGreeter", str(e))
+        """Two handlers serving one call name: the line names the name and both handlers."""
+        self.assertMistake(
+            "--handler tests.fixtures:OtherGreeter: call 'greet' is already served by "
+            "tests.fixtures:Greeter; a name may be served once: rename one of them or leave "
+            "one out",
+            "--handler", "tests.fixtures:Greeter", "--handler", "tests.fixtures:OtherGreeter")
 
     def test_badAuth(self) -> None:
-        e = self.assertRaises(usage.UsageError, parse,
-                              "--auth", "tests.fixtures:Greeter", "--listen", "tcp:0")
-        self.assertIn("tests.fixtures:Greeter", str(e))
+        self.assertMistake("--auth tests.fixtures:Greeter: does not provide IAuthenticator",
+                           "--auth", "tests.fixtures:Greeter")
 
     def test_service(self) -> None:
         o = parse("--listen", "tcp:0:interface=127.0.0.1", "--listen", "tcp:0",
@@ -269,6 +303,8 @@ class MakeServiceTests(SynchronousTestCase):
 
 
 class PluginTests(SynchronousTestCase):
+    """The installed twisted/plugins entry: found, with these Options and makeService."""
+
     def _plugin(self) -> IServiceMaker:
         import twisted.plugins
         # Look only in the installed copy so discovery does not touch the source tree.
@@ -300,6 +336,8 @@ class PluginTests(SynchronousTestCase):
 
 
 class UsageTextTests(SynchronousTestCase):
+    """--help: every option, the defaults, tidy wrapped text."""
+
     def test_helpMentionsEveryOption(self) -> None:
         text = tap.Options().getUsage()
         for name in OPTION_NAMES:

@@ -4,31 +4,29 @@ The replay buffer is bounded by ``replay_limit``/``replay_bytes`` and a connecti
 ``max_send_queue``, both counted in bytes of payload. Those counts are only worth something if
 the memory a process really holds follows them: an ``orjson.dumps`` result, for one, keeps
 about 4 KiB of RSS even for a 170-byte message, so 1000 kept frames "of 170 KB" could cost
-4 MiB. Each test runs the server as its own twistd process (tests/memory_server.py: this
+4 MiB. Each test runs the server as its own twistd process (memtests/memory_server.py: this
 checkout's wsservice under the real twistd) and reads its VmRSS/VmHWM from /proc.
 
-Loopback only; Linux only (/proc).
+Loopback only; Linux only (/proc). Soak-scale load (~20 s here): run by ``make memory``
+(this directory), not by ``make test``.
 """
 
 from __future__ import annotations
 
 import os
 import re
-import shutil
 import sys
-import tempfile
 import time
-from typing import Any
 
 import orjson
 from autobahn.twisted.websocket import WebSocketClientFactory
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, gatherResults
-from twisted.internet.task import LoopingCall, deferLater
+from twisted.internet.task import LoopingCall
 from twisted.trial.unittest import SkipTest, TestCase
 
-from . import processes
-from .wsclient import TIMEOUT, Client, _endpoint, http
+from tests import live, processes
+from tests.wsclient import TIMEOUT, Client, _endpoint, http
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -46,10 +44,6 @@ def _status(pid: int, key: str) -> int:
             if line.startswith(key + ":"):
                 return int(line.split()[1]) * KiB
     raise KeyError(key)
-
-
-def _sleep(seconds: float) -> Deferred:
-    return deferLater(reactor, seconds, lambda: None)
 
 
 class _Counting(Client):
@@ -83,23 +77,15 @@ async def _connect(address: str) -> _Counting:
 
 
 class _MemoryTest(TestCase):
+    """A twistd child on this checkout, its RSS, and clients dropped on cleanup."""
+
     timeout = 120
 
     def setUp(self) -> None:
         if not os.path.exists("/proc/self/status"):
             raise SkipTest("RSS is read from /proc (Linux only)")
-        self.cwd = tempfile.mkdtemp(prefix="wsm")
-        self.addCleanup(shutil.rmtree, self.cwd, True)
-        self.clients: list[_Counting] = []
-        self.addCleanup(lambda: Deferred.fromCoroutine(self._drop_clients()))
-
-    async def _drop_clients(self) -> None:
-        for client in self.clients:
-            if not client.closed.called:
-                client.transport.abortConnection()
-        for client in self.clients:
-            await client.closed.addTimeout(TIMEOUT, reactor)
-        self.clients = []
+        self.cwd = processes.scratch(self, "wsm")
+        self.clients = live.Clients(self)
 
     async def start_server(self, *args: str) -> str:
         self.server = server = await processes.start(
@@ -114,16 +100,17 @@ class _MemoryTest(TestCase):
 
     async def settled_rss(self, address: str, sessions: int) -> int:
         """RSS once the server holds exactly ``sessions`` sessions and has stopped moving."""
-        deadline = time.monotonic() + 15
-        while True:
-            code, _, body = await http(address, "/healthz")
-            if code == 200 and orjson.loads(body)["sessions"] == sessions:
-                break
-            self.assertLess(time.monotonic(), deadline, f"healthz still says {body!r}")
-            await _sleep(0.05)
+        said = [b""]
+
+        async def holds() -> bool:
+            code, _, said[0] = await http(address, "/healthz")
+            return code == 200 and orjson.loads(said[0])["sessions"] == sessions
+
+        await live.until(holds, lambda: f"{sessions} sessions (/healthz says {said[0]!r})",
+                         15, 0.05)
         last = self.rss()
         for _ in range(20):
-            await _sleep(0.1)
+            await live.sleep(0.1)
             now = self.rss()
             if abs(now - last) < 64 * KiB:
                 return now
@@ -131,8 +118,7 @@ class _MemoryTest(TestCase):
         return last
 
     def assertNoTraceback(self) -> None:
-        output = self.server.output.decode(errors="replace")
-        self.assertNotIn("Traceback", output)
+        self.assertNotIn("Traceback", self.server.text)
 
 
 class ReplayBufferRSSTests(_MemoryTest):
@@ -148,7 +134,7 @@ class ReplayBufferRSSTests(_MemoryTest):
         """hello, push PUSHES events and read them all with the result, then drop the TCP
         connection without a close handshake: the session stays resumable, nothing acked."""
         client = await _connect(address)
-        self.clients.append(client)
+        self.clients.add(client)
         if probe:
             client.lengths = []
         welcome = await client.hello()
@@ -159,7 +145,7 @@ class ReplayBufferRSSTests(_MemoryTest):
         self.assertEqual(client.pushes, self.PUSHES)  # the result comes after every push
         client.transport.abortConnection()
         await client.closed.addTimeout(TIMEOUT, reactor)
-        self.clients.remove(client)
+        self.clients.open.remove(client)
         return client, welcome
 
     async def _sessions(self, address: str, n: int) -> int:
@@ -208,7 +194,7 @@ class ReplayBufferRSSTests(_MemoryTest):
         # The probe session really holds those frames: resuming just before the oldest one
         # it should still have replays exactly them, byte for byte in count and size.
         client = await _connect(address)
-        self.clients.append(client)
+        self.clients.add(client)
         resumed = await client.hello(resume={"session": welcome["session"],
                                              "token": welcome["token"],
                                              "last_seq": self.PUSHES - kept})
@@ -269,7 +255,7 @@ class NonReadingClientTests(_MemoryTest):
             else:
                 # enough asked: only poke the socket so a reset from the server shows
                 client.sendRaw(b'{"type":"ping"}')
-            await _sleep(self.TICK)
+            await live.sleep(self.TICK)
         stats["calls"].append(call_id)
 
     async def test_non_reading_clients_bounded_by_max_send_queue(self) -> None:
@@ -278,9 +264,11 @@ class NonReadingClientTests(_MemoryTest):
             "--max-send-queue", str(self.MAX_SEND_QUEUE),
             "--replay-bytes", str(self.REPLAY_BYTES),
             "--rate", "1e6", "--burst", "100000", "--resume-ttl", "600")
+        flooding: list[_Counting] = []
         for _ in range(self.CLIENTS):
             client = await _connect(address)
-            self.clients.append(client)
+            self.clients.add(client)
+            flooding.append(client)
             await client.hello()
             self.assertEqual((await client.call("echo", "warm"))["result"], "warm")
         baseline = await self.settled_rss(address, self.CLIENTS)
@@ -296,7 +284,7 @@ class NonReadingClientTests(_MemoryTest):
         stats: dict = {"calls": []}
         start = time.monotonic()
         await gatherResults([Deferred.fromCoroutine(self._flood(c, stats))
-                             for c in self.clients], consumeErrors=True)
+                             for c in flooding], consumeErrors=True)
         took = time.monotonic() - start
         sampler.stop()
         hwm = _status(self.pid, "VmHWM")

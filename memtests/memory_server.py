@@ -1,4 +1,4 @@
-"""Run ``twistd -n wsservice ARGS`` on *this checkout's* wsservice, for tests/test_memory.py.
+"""Run ``twistd -n wsservice ARGS`` on *this checkout's* wsservice, for memtests/test_memory.py.
 
 The Makefile installs the package non-editably, so a plain ``twistd`` would serve the
 installed copy, which may be older than the code under test. This puts the checkout first on
