@@ -68,7 +68,7 @@ conformance: install $(BIN)/kosoku
 bench: install
 	@echo "==> installing the load generator's dependency (ws) into bench/node_modules"
 	cd bench && npm ci --silent
-	@echo "==> benchmark: each server in turn, medians of 3 runs (about 6 minutes)"
+	@echo "==> benchmark: each server in turn, medians of 3 runs (about 10 minutes)"
 	cd bench && ../$(BIN)/python run.py $(ARGS)
 
 soak: install

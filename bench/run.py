@@ -5,19 +5,20 @@
     ../.venv/bin/python run.py --quick                                  # 1 run, short: smoke test
     ../.venv/bin/python run.py --only call --only fanout --runs 5
 
-For every workload and every run, in turns (wsservice, baseline, wsservice, baseline, ...),
+For every workload and every run, in turns (wsservice, wsservice --no-fast-path, baseline, ...),
 it starts the server as its own process (a fresh one each time), pinned with ``taskset`` to
 one core, and the load generator (``node loadgen.js``, the ``ws`` package) pinned to another,
 then stops the server with SIGTERM. Servers:
 
 - wsservice: ``.venv/bin/twistd -n --pidfile= wsservice`` with the demo app, a ``tcp:`` and a
   ``unix:`` listener, rate limit and session limit raised out of the way.
+- no-fast-path: the same with ``--no-fast-path`` (Autobahn's public send and receive paths).
 - baseline: ``bench/baseline_autobahn.py``, a bare Autobahn/Twisted JSON echo server (orjson,
   prepared-message broadcast for topics, no session layer), same two listeners.
 
 The server's CPU time comes from its own ``/proc/PID/stat`` (utime + stime), read by the load
 generator at both edges of the measured window; every reply is checked and errors are counted
-and printed. Each figure is the median over the runs, shown with the ratio wsservice/baseline.
+and printed. Each figure is the median over the runs, shown with each wsservice's ratio to the baseline.
 Everything is bounded: per-run durations, message counts, and timeouts on every wait.
 Loopback only.
 """
@@ -70,12 +71,18 @@ def wsservice_command(tcp: str, unix: str) -> list[str]:
             "--rate", "1e9", "--burst", "1000000000", "--max-sessions", "100000"]
 
 
+def slow_path_command(tcp: str, unix: str) -> list[str]:
+    return wsservice_command(tcp, unix) + ["--no-fast-path"]
+
+
 def baseline_command(tcp: str, unix: str) -> list[str]:
     return [venv("python"), BASELINE, "--listen", tcp, "--listen", unix]
 
 
+# wsservice first (the targets are its), the baseline last (every ratio is to it)
 SERVERS = [
     ServerSpec("wsservice", "wsservice", wsservice_command),
+    ServerSpec("no-fast-path", "wsservice", slow_path_command),
     ServerSpec("baseline", "baseline", baseline_command),
 ]
 
@@ -321,23 +328,29 @@ def headline(result: dict, workload: Workload) -> str:
 
 def table(results: dict, workloads: list[Workload], runs: int) -> list[str]:
     names = [s.name for s in SERVERS]
-    lines = [f"| workload | figure | {names[0]} | {names[1]} | ratio {names[0]}/{names[1]} "
-             f"| target | met |",
-             "| --- | --- | ---: | ---: | ---: | --- | --- |"]
+    base = names[-1]
+    lines = ["| workload | figure | " + " | ".join(names) + " | "
+             + " | ".join(f"ratio {n}/{base}" for n in names[:-1]) + " | target | met |",
+             "| --- | --- | " + "---: | " * (2 * len(names) - 1) + "--- | --- |"]
+    blank = " |" * (len(names) - 1)
     for w in workloads:
         per = {name: results.get((w.name, name), []) for name in names}
         first = True
         for f in w.figures:
-            a = median([r.get(f.key) for r in per[names[0]] if not r.get("fatal")])
-            b = median([r.get(f.key) for r in per[names[1]] if not r.get("fatal")])
-            ratio = a / b if a is not None and b else None
+            values = [median([r.get(f.key) for r in per[name] if not r.get("fatal")])
+                      for name in names]
+            b = values[-1]
+            ratios = [v / b if v is not None and b else None for v in values[:-1]]
+            a, ratio = values[0], ratios[0]
             met = ""
             if f.check is not None:
                 verdict = None if a is None or ratio is None else f.check(a, b, ratio)
                 met = ("?" if verdict is None else "yes" if verdict is True
                        else "**no**" if verdict is False else str(verdict))
-            lines.append(f"| {w.title if first else ''} | {f.label} | {fmt(f, a)} | {fmt(f, b)} "
-                         f"| {'-' if ratio is None else f'{ratio:.2f}'} | {f.target} | {met} |")
+            lines.append(f"| {w.title if first else ''} | {f.label} | "
+                         + " | ".join(fmt(f, v) for v in values) + " | "
+                         + " | ".join("-" if r is None else f"{r:.2f}" for r in ratios)
+                         + f" | {f.target} | {met} |")
             first = False
         if w.loadgen in ("call", "event", "fanout", "connect"):
             cpu = []
@@ -345,11 +358,14 @@ def table(results: dict, workloads: list[Workload], runs: int) -> list[str]:
                 s = median([r.get("server_cpu_pct") for r in per[name]])
                 c = median([r.get("client_cpu_pct") for r in per[name]])
                 cpu.append("-" if s is None else f"{s:.0f}% / {c:.0f}%")
-            lines.append(f"| | CPU busy: server / loadgen | {cpu[0]} | {cpu[1]} | | | |")
-        errs = [sum(r.get("errors", 0) for r in per[name]) for name in names]
-        counted = [len([r for r in per[name] if not r.get("fatal")]) for name in names]
-        lines.append(f"| | errors (runs ok) | {errs[0]} ({counted[0]}/{runs}) | {errs[1]} "
-                     f"({counted[1]}/{runs}) | | | |")
+            lines.append("| | CPU busy: server / loadgen | " + " | ".join(cpu) + " |"
+                         + blank + " | |")
+        cells = []
+        for name in names:
+            errs = sum(r.get("errors", 0) for r in per[name])
+            counted = len([r for r in per[name] if not r.get("fatal")])
+            cells.append(f"{errs} ({counted}/{runs})")
+        lines.append("| | errors (runs ok) | " + " | ".join(cells) + " |" + blank + " | |")
     return lines
 
 

@@ -52,6 +52,13 @@ class OptionsDefaultsTests(SynchronousTestCase):
         self.assertEqual(o["max-bad-messages"], 20)
         self.assertEqual(o["max-sessions"], 10000)
 
+    def test_flags(self) -> None:
+        self.assertEqual((parse()["settings"].fast_path, parse()["settings"].conformance_echo),
+                         (True, False))
+        s = parse("--no-fast-path", "--conformance-echo")["settings"]
+        self.assertEqual((s.fast_path, s.conformance_echo), (False, True))
+        self.assertIn("--no-fast-path", str(tap.Options()))
+
     def test_defaultSettings(self) -> None:
         s = parse()["settings"]
         self.assertIsInstance(s, Settings)
