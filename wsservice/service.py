@@ -35,6 +35,8 @@ from .session import Link, Session
 from .store import Claim
 
 _TOKEN_BYTES = 18  # 144 random bits each for session ids and tokens
+# what a handler returns when it answers at once (anything else may be a Deferred/coroutine)
+_PLAIN = frozenset({type(None), bool, int, float, str, list, dict, tuple})
 
 
 class SessionService(Service):
@@ -73,6 +75,9 @@ class SessionService(Service):
         heartbeat = settings.heartbeat
         self._heartbeat = int(heartbeat) if heartbeat == int(heartbeat) else heartbeat
         self._max_depth = settings.max_depth
+        self._rate = float(settings.rate)
+        self._burst = float(settings.burst)
+        self._max_calls = settings.max_inflight_calls
         self._seconds = self.clock.seconds
         self._now = 0.0  # when the message being dispatched arrived
         self._drained: Deferred | None = None
@@ -300,7 +305,7 @@ class SessionService(Service):
     def receive(self, session: Session, payload: bytes) -> None:
         """One text message of a registered session: rate limit, decode, route."""
         now = self._now = self._seconds()
-        if not session.allow(now):
+        if not session.allow(now, self._rate, self._burst):
             self.badMessage(session, errors.RATE_LIMITED,
                             f"over {self.settings.rate:g} messages/s; slow down")
             return
@@ -351,15 +356,17 @@ class SessionService(Service):
             session.error(errors.UNKNOWN_METHOD, f"no handler for method {msg.method!r}",
                           None, call_id)
             return
-        if session.running(call_id):
-            session.error(errors.DUPLICATE_ID, "a call with this id is still in flight",
-                          None, call_id)
-            return
-        if session.callsRunning() >= self.settings.max_inflight_calls:
-            session.error(errors.TOO_MANY_CALLS,
-                          f"at most {self.settings.max_inflight_calls} calls may be in flight",
-                          None, call_id)
-            return
+        busy = session.callsRunning()
+        if busy:  # only calls still running are kept: most sessions have none
+            if session.running(call_id):
+                session.error(errors.DUPLICATE_ID, "a call with this id is still in flight",
+                              None, call_id)
+                return
+            if busy >= self._max_calls:
+                session.error(errors.TOO_MANY_CALLS,
+                              f"at most {self._max_calls} calls may be in flight",
+                              None, call_id)
+                return
         # receive() just read the clock for the rate limit: the call started then
         started = self._now
         try:
@@ -368,10 +375,15 @@ class SessionService(Service):
             session.fail(call_id, Failure(), f"call {msg.method!r}")
             self.metrics.observe_call(self._seconds() - started)
             return
-        if iscoroutine(result):
-            result = Deferred.fromCoroutine(result)
-        if not isinstance(result, Deferred):
-            # The common fast path: a plain value, answered at once with no Deferred or timer.
+        # The common fast path: a plain value, answered at once with no Deferred or timer
+        # (checked by exact type first: isinstance(x, Deferred) goes through ABCMeta).
+        if type(result) not in _PLAIN:
+            if iscoroutine(result):
+                result = Deferred.fromCoroutine(result)
+            plain = not isinstance(result, Deferred)
+        else:
+            plain = True
+        if plain:
             session.reply(call_id, result)
             self.metrics.observe_call(self._seconds() - started)
             return

@@ -204,13 +204,13 @@ class Session:
         """The client holds every message up to ``seq``."""
         self._record.ack(seq)
 
-    def allow(self, now: float) -> bool:
-        """Take one token from the rate-limit bucket; False when it is empty."""
-        settings = self._host.settings
-        tokens = self._tokens + (now - self._filled) * settings.rate
+    def allow(self, now: float, rate: float, burst: float) -> bool:
+        """Take one token from the rate-limit bucket (refilled at ``rate`` per second up to
+        ``burst``); False when it is empty."""
+        tokens = self._tokens + (now - self._filled) * rate
         self._filled = now
-        if tokens > settings.burst:
-            tokens = settings.burst
+        if tokens > burst:
+            tokens = burst
         if tokens < 1.0:
             self._tokens = tokens
             return False
