@@ -72,29 +72,60 @@ class ScopeTests(SynchronousTestCase):
                              cwd=ROOT)  # this checkout's wsservice, not an installed one
         self.assertEqual((out.returncode, out.stdout, out.stderr), (0, "ok\n", ""))
 
+    class Parser:
+        """Stands for Autobahn's protocol: its parser calls ``parse`` with what it got."""
+
+        def __init__(self, parse: Any) -> None:
+            self._dataReceived = parse
+
     def test_masker_only_while_receiving(self) -> None:
         seen: list[Any] = []
         original = autobahn_protocol.create_xor_masker
-        fastpath.data_received(None, b"x", lambda data: seen.append(  # type: ignore[arg-type]
-            autobahn_protocol.create_xor_masker))
+        fastpath.data_received(self.Parser(lambda data: seen.append(
+            autobahn_protocol.create_xor_masker)), b"x")
         self.assertEqual(seen, [fastpath.create_xor_masker])
         self.assertIs(autobahn_protocol.create_xor_masker, original)
 
     def test_restored_when_parsing_raises(self) -> None:
         original = autobahn_protocol.create_xor_masker
 
-        def explode(data: bytes) -> None:
+        def explode(*args: Any) -> None:
             raise ValueError("boom")
-        self.assertRaises(ValueError, fastpath.data_received, None, b"x", explode)
+        self.assertRaises(ValueError, fastpath.data_received, self.Parser(explode), b"x")
         self.assertIs(autobahn_protocol.create_xor_masker, original)
-        self.assertRaises(ValueError, fastpath.connection_made, lambda: explode(b""))
+
+        class Base:
+            _connectionMade = explode
+        cls = type("Fast", (Base,), {})
+        fastpath.install(cls)
+        self.assertRaises(ValueError, cls()._connectionMade)  # type: ignore[attr-defined]
         self.assertIs(autobahn_protocol.pformat, pprint.pformat)
 
     def test_lazy_format_only_while_connecting(self) -> None:
         seen: list[Any] = []
-        fastpath.connection_made(lambda: seen.append(autobahn_protocol.pformat([1])))
+
+        class Base:
+            def _connectionMade(self) -> None:
+                seen.append(autobahn_protocol.pformat([1]))
+        cls = type("Fast", (Base,), {})
+        fastpath.install(cls)
+        cls()._connectionMade()  # type: ignore[attr-defined]
         self.assertIsInstance(seen[0], LazyFormat)
         self.assertIs(autobahn_protocol.pformat, pprint.pformat)
+
+    def test_installed_on_the_factorys_class_only(self) -> None:
+        from autobahn.twisted.websocket import WebSocketServerProtocol
+        from wsservice.websocket import WebSocketProtocol
+        before = {name: vars(WebSocketServerProtocol).get(name)
+                  for name in ("dataReceived", "onMessageEnd", "_connectionMade")}
+        fast = FactoryTests.factory(self)  # type: ignore[arg-type]
+        slow = FactoryTests.factory(self, fast_path=False)  # type: ignore[arg-type]
+        self.assertIs(vars(fast.protocol)["dataReceived"], fastpath.data_received)
+        self.assertIs(vars(fast.protocol)["onMessageEnd"], fastpath.message_end)
+        for name in before:
+            self.assertNotIn(name, vars(slow.protocol))
+            self.assertNotIn(name, vars(WebSocketProtocol))
+            self.assertIs(vars(WebSocketServerProtocol).get(name), before[name])
 
     def test_lazy_format_same_text(self) -> None:
         value = [("maxMessagePayloadSize", 1048576, "WebSocketFactory")] * 3

@@ -13,6 +13,11 @@ only. Each trick and why it pays:
   ``dataReceived`` and restored after: no other Autobahn protocol in the process sees it.
 - Lazy formatting: every new connection pretty-printed its ~30 settings for a DEBUG line
   that is then dropped; during our own ``_connectionMade`` only, ``pformat`` defers it.
+- A quiet read: Autobahn's dataReceived formats the arguments of a DEBUG line on every
+  read from the socket; ours goes straight to the parser.
+
+``install()`` puts these receive paths on one factory's own protocol class (never on
+Autobahn's classes); the send paths below are used by that class when the factory says so.
 - Direct frames: a server text frame is a 2-10 byte header before the payload (no mask,
   no compression), written here rather than through Autobahn's general
   sendMessage/sendFrame/sendData, which cost more than the service does.
@@ -52,7 +57,7 @@ class SmallMasker:
     __slots__ = ("_mask", "_ptr")
 
     def __init__(self, mask: bytes) -> None:
-        self._mask = bytes(mask)
+        self._mask = mask
         self._ptr = 0
 
     def pointer(self) -> int:
@@ -79,8 +84,14 @@ class SmallMasker:
 def create_xor_masker(mask: bytes, length: int | None = None) -> object:
     """SmallMasker for small frames, Autobahn's own otherwise."""
     if length is not None and length <= SMALL:
-        return SmallMasker(mask)
+        masker = _new_masker(SmallMasker)  # without __init__: this runs once per frame
+        masker._mask = mask
+        masker._ptr = 0
+        return masker
     return _create_xor_masker(mask, length)
+
+
+_new_masker = object.__new__
 
 
 class LazyFormat(str):
@@ -104,29 +115,45 @@ class LazyFormat(str):
         return format(str(self), spec)
 
 
-def data_received(protocol: WebSocketProtocol, data: bytes,
-                  receive: Callable[[bytes], None]) -> None:
-    """Call ``receive(data)`` (Autobahn's parser) with the small-frame masker in place."""
+def data_received(self: Any, data: bytes) -> None:
+    """dataReceived of a fast protocol: Autobahn's parser with the small-frame masker, and
+    without Autobahn's DEBUG line (its arguments are formatted on every read)."""
     _protocol.create_xor_masker = create_xor_masker
     try:
-        receive(data)
+        self._dataReceived(data)
     finally:
         _protocol.create_xor_masker = _create_xor_masker
 
 
-def connection_made(made: Callable[[], None]) -> None:
-    """Call ``made()`` (Autobahn's _connectionMade) with pformat deferred."""
-    _protocol.pformat = LazyFormat  # type: ignore[assignment]
-    try:
-        made()
-    finally:
-        _protocol.pformat = _pformat
+def message_end(self: Any) -> None:
+    """onMessageEnd of a fast protocol: straight to onMessage, no 'message' event."""
+    if not self.failedByMe:
+        # a one-frame message's join returns its only chunk itself, no copy
+        self.onMessage(b"".join(self.message_data), self.message_is_binary)
+    self.message_data = None
+
+
+def install(cls: type) -> None:
+    """Make ``cls`` (one factory's own protocol class) take the fast receive paths."""
+    made: Callable[[Any], None] = cls._connectionMade  # type: ignore[attr-defined]
+
+    def _connectionMade(self: Any) -> None:
+        # Autobahn's, with its per-connection settings dump formatted only if logged
+        _protocol.pformat = LazyFormat  # type: ignore[assignment]
+        try:
+            made(self)
+        finally:
+            _protocol.pformat = _pformat
+
+    setattr(cls, "_connectionMade", _connectionMade)
+    setattr(cls, "dataReceived", data_received)
+    setattr(cls, "onMessageEnd", message_end)
 
 
 _pack_header16 = struct.Struct("!BBH").pack
 _pack_header64 = struct.Struct("!BBQ").pack
 # Headers of unmasked, unfragmented server text frames (FIN + opcode 1), made once.
-_SMALL_HEADERS = [bytes((0x81, n)) for n in range(126)]
+SMALL_HEADERS = _SMALL_HEADERS = [bytes((0x81, n)) for n in range(126)]
 
 
 def text_frame(payload: bytes) -> bytes:

@@ -19,6 +19,7 @@ from .reasons import Close
 from .service import SessionService
 
 SUBPROTOCOL = "wsservice.v1"
+_SMALL_HEADERS = fastpath.SMALL_HEADERS
 
 
 def _accept_deflate(offers: list[Any]) -> PerMessageDeflateOfferAccept | None:
@@ -78,20 +79,6 @@ class WebSocketProtocol(WebSocketServerProtocol):
     _batched = 0
     _direct = False
 
-    def _connectionMade(self) -> None:
-        """Autobahn's, with its per-connection settings dump formatted only if logged."""
-        if self.factory.fast:
-            fastpath.connection_made(super()._connectionMade)
-        else:
-            super()._connectionMade()
-
-    def dataReceived(self, data: bytes) -> None:
-        """Bytes from the client: to Autobahn's parser (with the small-frame masker)."""
-        if self.factory.fast:
-            fastpath.data_received(self, data, self._dataReceived)
-        else:
-            super().dataReceived(data)
-
     def onConnect(self, request: Any) -> str | None:
         """Refuse a wrong subprotocol (400) or a foreign Origin (403) before any session."""
         factory = self.factory
@@ -128,16 +115,6 @@ class WebSocketProtocol(WebSocketServerProtocol):
             self._direct = fastpath.can_send_directly(self.transport)
         self._connection = self.factory.service.connect(
             self, dict(request.headers), request.peer, self.factory.listener)
-
-    def onMessageEnd(self) -> None:
-        """A whole message arrived: straight to onMessage (fast path: no 'message' event)."""
-        if not self.factory.fast:
-            super().onMessageEnd()
-            return
-        if not self.failedByMe:
-            # a one-frame message's join returns its only chunk itself, no copy
-            self.onMessage(b"".join(self.message_data), self.message_is_binary)
-        self.message_data = None  # type: ignore[assignment]  # as Autobahn's own onMessageEnd
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         """One complete message from the client."""
@@ -216,7 +193,8 @@ class WebSocketProtocol(WebSocketServerProtocol):
         if self.state != self.STATE_OPEN:
             return
         if self._plain and self.send_state == self.SEND_STATE_GROUND and not self.send_queue:
-            frame = fastpath.text_frame(payload)
+            n = len(payload)  # the small header inline: this runs once per frame sent
+            frame = _SMALL_HEADERS[n] + payload if n < 126 else fastpath.text_frame(payload)
             if self._direct and not self._paused:
                 batch = self._batch
                 if batch is None:
@@ -288,6 +266,8 @@ class WebSocketFactory(WebSocketServerFactory):
         # setProtocolOptions() below keeps it in step.
         self.protocol = type(self.protocol.__name__, (self.protocol,), {})  # type: ignore[assignment]
         self._own_class = self.protocol
+        if self.fast:
+            fastpath.install(self.protocol)  # on this factory's own class only
         self._sync_options()
         self.setProtocolOptions(
             maxMessagePayloadSize=settings.max_message_size,
