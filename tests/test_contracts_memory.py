@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.trial.unittest import TestCase
+from zope.interface import implementer
 
-from wsservice import MemoryBroker, MemorySessionStore, Settings
+from wsservice import ISessionStore, MemoryBroker, MemorySessionStore, Settings
+from wsservice.testing import ServiceHarness
 
 from .contracts import BrokerContract, ServiceContract, StoreContract
 
@@ -40,3 +43,109 @@ class MemoryServiceContractTests(ServiceContract, TestCase):
     def makeSeams(self, clock: Clock, settings: Settings) -> tuple[Any, Any]:
         return (MemorySessionStore(clock, settings.replay_limit, settings.replay_bytes),
                 MemoryBroker())
+
+
+@implementer(ISessionStore)
+class LateStore:
+    """The memory store, answering each call one reactor turn later (as a networked store
+    does): the service's asynchronous paths, driven by a Clock."""
+
+    def __init__(self, clock: Clock, inner: MemorySessionStore) -> None:
+        self.clock = clock
+        self.inner = inner
+        self.hold = False  # True: answers wait until released
+        self.held: list[Any] = []
+
+    def _later(self, d: Deferred) -> Deferred:
+        late: Deferred = Deferred()
+        d.addCallback(lambda result: self.held.append((late, result)) if self.hold
+                      else self.clock.callLater(0, late.callback, result))
+        return late
+
+    def release(self) -> None:
+        held, self.held = self.held, []
+        for late, result in held:
+            late.callback(result)
+
+    def create(self, *args: Any) -> Deferred:
+        return self._later(self.inner.create(*args))
+
+    def claim(self, *args: Any) -> Deferred:
+        return self._later(self.inner.claim(*args))
+
+    def detach(self, *args: Any) -> None:
+        self.inner.detach(*args)
+
+    def end(self, record: Any) -> Deferred:
+        return self._later(self.inner.end(record))
+
+
+class LateServiceContractTests(ServiceContract, TestCase):
+    """SessionService over a store whose answers come a turn later."""
+
+    def makeSeams(self, clock: Clock, settings: Settings) -> tuple[Any, Any]:
+        return (LateStore(clock, MemorySessionStore(clock, settings.replay_limit,
+                                                    settings.replay_bytes)), MemoryBroker())
+
+    async def settle(self, harness: ServiceHarness) -> None:
+        for _ in range(3):
+            harness.clock.advance(0)
+
+
+class LateStoreTests(TestCase):
+    """What the connection does when the store answers after the connection has changed."""
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        settings = Settings(hello_timeout=5, resume_ttl=60)
+        self.inner = MemorySessionStore(self.clock)
+        self.store = LateStore(self.clock, self.inner)
+        self.h = ServiceHarness([], settings, clock=self.clock, store=self.store,
+                                broker=MemoryBroker())
+
+    def test_store_that_never_answers_meets_the_hello_timeout(self) -> None:
+        self.store.hold = True
+        client = self.h.connect()
+        client.send({"type": "hello"})
+        self.clock.advance(5)
+        self.assertEqual((client.closed, client.link.close_reason),
+                         (4408, "authentication took too long"))
+        self.store.release()  # the record made meanwhile is undone: nobody has its token
+        self.clock.advance(0)
+        self.assertEqual((len(self.inner), self.h.service.sessions), (0, {}))
+
+    def test_connection_lost_while_claiming(self) -> None:
+        first = self.h.connect()
+        first.send({"type": "hello"})
+        self.clock.advance(0)
+        welcome = first.next()
+        first.drop()  # detached: expires at t=60
+        self.clock.advance(10)
+        self.store.hold = True
+        second = self.h.connect()
+        second.send({"type": "hello", "resume": {"session": welcome["session"],
+                                                 "token": welcome["token"], "last_seq": 0}})
+        second.drop()  # gone before the store answered
+        self.store.release()
+        session = self.h.service.sessions[welcome["session"]]
+        self.assertFalse(session.attached)
+        self.assertEqual(second.link.frames, [])  # no welcome to the dead connection
+        # the claim stopped the expiry; releasing it armed it again, from now
+        self.assertEqual(self.inner.expiresAt(welcome["session"]), 70.0)
+        self.clock.advance(70)
+        self.assertTrue(session.closed)
+
+    def test_claim_while_another_connection_holds_it_is_undone_if_lost(self) -> None:
+        first = self.h.connect()
+        first.send({"type": "hello"})
+        self.clock.advance(0)
+        welcome = first.next()
+        self.store.hold = True
+        second = self.h.connect()
+        second.send({"type": "hello", "resume": {"session": welcome["session"],
+                                                 "token": welcome["token"],
+                                                 "last_seq": 0}})
+        second.drop()
+        self.store.release()
+        self.assertIsNone(first.closed)  # the live connection was not taken over
+        self.assertTrue(self.h.service.sessions[welcome["session"]].attached)

@@ -101,6 +101,12 @@ class ScopeTests(SynchronousTestCase):
         self.assertRaises(ValueError, cls()._connectionMade)  # type: ignore[attr-defined]
         self.assertIs(autobahn_protocol.pformat, pprint.pformat)
 
+    def test_restores_what_was_there_on_entry(self) -> None:
+        sentinel = object()
+        self.patch(autobahn_protocol, "create_xor_masker", sentinel)
+        fastpath.data_received(self.Parser(lambda data: None), b"x")
+        self.assertIs(autobahn_protocol.create_xor_masker, sentinel)
+
     def test_lazy_format_only_while_connecting(self) -> None:
         seen: list[Any] = []
 
@@ -245,6 +251,14 @@ class ChoiceTests(SynchronousTestCase):
         self.assertFalse(fastpath.choose(True))
         self.assertEqual(self.lines(), ["WebSocket fast path off: this Autobahn/Twisted "
                                         "lacks twisted.internet.tcp.Connection.socket"])
+
+    def test_probe_sees_new_work_in_what_is_replaced(self) -> None:
+        # a newer Autobahn doing more in onMessageEnd: replacing it would skip that
+        def onMessageEnd(self: Any) -> None:
+            self.failedByMe, self.message_data, self.message_is_binary, self.audit()
+        self.patch(autobahn_protocol.WebSocketProtocol, "onMessageEnd", onMessageEnd)
+        self.assertIn("WebSocketProtocol.onMessageEnd's message_data/message_is_binary/"
+                      "failedByMe", fastpath.missing())
 
     def test_probe_sees_a_renamed_internal(self) -> None:
         # what a newer Autobahn would look like: the parser no longer names the masker

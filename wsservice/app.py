@@ -10,6 +10,7 @@ from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
 
 from .config import Settings
 from .listener import ListenerService
+from .log import logger
 from .registry import Registry
 from .service import SessionService
 from .web import check_resources, makeSite, serves_page
@@ -24,6 +25,8 @@ class WSService(MultiService):
     1001 and given up to ``drain_timeout`` to go), then stops listening (unix socket files
     are removed), then stops every other child service, in reverse order of addition.
     """
+
+    _log = logger()
 
     def __init__(self, sessions: SessionService, reactor: IReactorTime | None = None) -> None:
         super().__init__()
@@ -40,8 +43,12 @@ class WSService(MultiService):
                   if child is not self.sessions and child not in self.listeners]
 
         def stop(services: list[IService]) -> Deferred[Any]:
+            def logged(results: list[tuple[bool, Any]]) -> None:
+                for ok, failure in results:
+                    if not ok:
+                        self._log.failure("a service failed to stop", failure)
             return DeferredList([maybeDeferred(service.stopService) for service in services
-                                 if service.running])
+                                 if service.running], consumeErrors=True).addCallback(logged)
 
         d = maybeDeferred(self.sessions.stopService)
         d.addBoth(lambda _: stop(list(self.listeners)))

@@ -15,10 +15,12 @@ from . import errors, wire
 from .auth import AuthRequest
 from .config import Settings
 from .errors import ApplicationError
+from .interfaces import ISessionRecord
 from .log import logger
 from .metrics import Metrics
 from .reasons import Close
 from .session import Link, Session
+from .store import Claim
 
 AWAITING_HELLO, AUTHENTICATING, OPEN, CLOSED = range(4)
 
@@ -44,11 +46,23 @@ class ConnectionHost(Protocol):
     def authenticate(self, request: AuthRequest) -> Deferred[Any]:
         """Who the hello's client is."""
 
-    def resume(self, request: wire.Resume, link: Link) -> Deferred[Session | None]:
-        """Resume a session, or None."""
+    def claim(self, request: wire.Resume) -> Deferred[Claim | None]:
+        """Ask the store for the session a resuming hello names."""
 
-    def open(self, principal: Any, meta: dict | None, link: Link) -> Deferred[Session]:
-        """A new session."""
+    def release(self, claim: Claim) -> None:
+        """A claim that will not be used."""
+
+    def resume(self, claim: Claim, request: wire.Resume, link: Link) -> Session | None:
+        """Attach a claimed session to ``link``, or None."""
+
+    def create(self, principal: Any, meta: dict | None) -> Deferred[tuple[ISessionRecord, str]]:
+        """A new session's record and token."""
+
+    def discard(self, record: ISessionRecord) -> None:
+        """Forget a record that will not be used."""
+
+    def open(self, record: ISessionRecord, token: str, link: Link) -> Session:
+        """The new session of ``record`` on ``link``."""
 
     def receive(self, session: Session, payload: bytes) -> None:
         """A session's message."""
@@ -163,8 +177,6 @@ class Connection:
             self._refuse(errors.NOT_REGISTERED, "the first message must be a hello",
                          Close.PROTOCOL_VIOLATION)
             return
-        # The hello timer keeps running: an authenticator that never answers must not pin
-        # the connection open.
         self.state = AUTHENTICATING
         self._meta = message.meta
         self._resume = message.resume
@@ -175,39 +187,48 @@ class Connection:
                                                   request.listener))
         d.addCallbacks(self._authenticated, self._unauthenticated)
 
+    # The hello timer runs until the session is attached: neither an authenticator nor a
+    # store that never answers may pin the connection open. Whatever the store answers
+    # after the connection has gone is undone, not used.
+
     def _authenticated(self, principal: Any) -> None:
         if self.state != AUTHENTICATING:
             return  # the connection went away while the authenticator decided
         if not self.service.running:
             self.close(Close.GOING_AWAY, "server shutting down")
             return
-        self._stopTimer()
         resume, self._resume = self._resume, None
         if resume is None:
             self._new(principal)
         else:
-            self.service.resume(resume, self.link).addCallback(self._resumed, principal)
+            self.service.claim(resume).addCallback(self._claimed, resume, principal)
 
-    def _resumed(self, session: Session | None, principal: Any) -> None:
+    def _claimed(self, claim: Claim | None, resume: wire.Resume, principal: Any) -> None:
+        if self.state != AUTHENTICATING:
+            if claim is not None:
+                self.service.release(claim)
+            return
+        session = None if claim is None else self.service.resume(claim, resume, self.link)
         if session is None:
             self._new(principal)
         else:
             self._opened(session)
 
     def _new(self, principal: Any) -> None:
-        if self.state != AUTHENTICATING:
-            return
         if self.service.full:
             self.close(Close.TRY_AGAIN_LATER, "server full, try again later")
             return
-        self.service.open(principal, self._meta, self.link).addCallback(self._opened)
+        self.service.create(principal, self._meta).addCallback(self._created)
+
+    def _created(self, made: tuple[ISessionRecord, str]) -> None:
+        record, token = made
+        if self.state != AUTHENTICATING:
+            self.service.discard(record)  # nobody ever got its token
+            return
+        self._opened(self.service.open(record, token, self.link))
 
     def _opened(self, session: Session) -> None:
-        if self.state != AUTHENTICATING:
-            # gone while a shared store answered: the session is resumable, not attached
-            if session.isAttachedTo(self.link):
-                self.service.detach(session)
-            return
+        self._stopTimer()
         self.state = OPEN
         self.session = session
         # the handshake's headers were for the authenticator only (and read no more)

@@ -34,6 +34,26 @@ CODES = frozenset({
 # Codes that spend the session's bad-message budget (protocol.md section 4).
 BAD_INPUT_CODES = frozenset({BAD_JSON, BAD_MESSAGE, ALREADY_REGISTERED, RATE_LIMITED})
 
+# The close codes, for handler code that names them in session.close(code): they live
+# with the adapters now (closecodes.py), and these stay for compatibility.
+from .closecodes import (  # noqa: E402,F401
+    CLOSE_GOING_AWAY,
+    CLOSE_INTERNAL_ERROR,
+    CLOSE_INVALID_PAYLOAD,
+    CLOSE_NORMAL,
+    CLOSE_PROTOCOL_VIOLATION,
+    CLOSE_RATE_LIMITED,
+    CLOSE_SESSION_TAKEN,
+    CLOSE_SLOW_CONSUMER,
+    CLOSE_TOO_BIG,
+    CLOSE_TRY_AGAIN_LATER,
+    CLOSE_UNAUTHORIZED,
+    CLOSE_UNSUPPORTED_DATA,
+    CLOSE_HELLO_TIMEOUT,
+    SERVER_CLOSE_CODES,
+)
+
+
 class ApplicationError(Exception):
     """Raise from a handler to answer the client with ``error`` ``{code, message, data}``."""
 

@@ -10,7 +10,9 @@ only. Each trick and why it pays:
   a fifth of the server's time on a call workload). For frames up to SMALL bytes a Python
   integer XOR is cheaper. Autobahn looks its masker factory up as a module global while it
   parses frames, so ours is put there only for the span of our own protocol's
-  ``dataReceived`` and restored after: no other Autobahn protocol in the process sees it.
+  ``dataReceived`` and restored after. (Code running inside that span, e.g. a handler
+  sending through an Autobahn client in the same process, gets it too: it masks exactly as
+  Autobahn's own, only faster for small frames.)
 - Lazy formatting: every new connection pretty-printed its ~30 settings for a DEBUG line
   that is then dropped; during our own ``_connectionMade`` only, ``pformat`` defers it.
 - A quiet read: Autobahn's dataReceived formats the arguments of a DEBUG line on every
@@ -36,6 +38,7 @@ import struct
 from typing import Any, Callable
 
 import autobahn.websocket.protocol as _protocol
+from autobahn.twisted.websocket import WebSocketServerProtocol
 from autobahn.websocket.protocol import WebSocketProtocol
 from twisted.internet import abstract, tcp
 from twisted.internet.interfaces import IReactorTime
@@ -118,11 +121,12 @@ class LazyFormat(str):
 def data_received(self: Any, data: bytes) -> None:
     """dataReceived of a fast protocol: Autobahn's parser with the small-frame masker, and
     without Autobahn's DEBUG line (its arguments are formatted on every read)."""
+    before = _protocol.create_xor_masker
     _protocol.create_xor_masker = create_xor_masker
     try:
         self._dataReceived(data)
     finally:
-        _protocol.create_xor_masker = _create_xor_masker
+        _protocol.create_xor_masker = before
 
 
 def message_end(self: Any) -> None:
@@ -139,11 +143,12 @@ def install(cls: type) -> None:
 
     def _connectionMade(self: Any) -> None:
         # Autobahn's, with its per-connection settings dump formatted only if logged
+        before = _protocol.pformat
         _protocol.pformat = LazyFormat  # type: ignore[assignment]
         try:
             made(self)
         finally:
-            _protocol.pformat = _pformat
+            _protocol.pformat = before
 
     setattr(cls, "_connectionMade", _connectionMade)
     setattr(cls, "dataReceived", data_received)
@@ -213,6 +218,16 @@ class Corker:
             protocol._flush()
 
 
+# Everything Autobahn's own dataReceived and onMessageEnd do, by the names they use: the fast
+# versions replace them, so anything new there turns the fast path off rather than being
+# skipped silently.
+_ADAPTER_DATA_RECEIVED = {"log", "debug", "hltype", "hlval", "dataReceived", "peer", "len",
+                          "_dataReceived"}
+_ON_MESSAGE_END = {"failedByMe", "join", "message_data", "trackedTimings", "track",
+                   "_onMessage", "message_is_binary", "fire", "txaio", "add_callbacks", "log",
+                   "error"}
+
+
 def _names(function: Any) -> tuple[str, ...]:
     code = getattr(function, "__code__", None)
     return code.co_names if code is not None else ()
@@ -229,9 +244,11 @@ def _probes() -> list[tuple[str, bool]]:
          "pformat" in vars(_protocol) and "pformat" in _names(W._connectionMade)),
         ("WebSocketProtocol.dataReceived/_connectionMade",
          callable(getattr(W, "_dataReceived", None))
-         and callable(getattr(W, "_connectionMade", None))),
+         and callable(getattr(W, "_connectionMade", None))
+         and set(_names(WebSocketServerProtocol.dataReceived)) <= _ADAPTER_DATA_RECEIVED),
         ("WebSocketProtocol.onMessageEnd's message_data/message_is_binary/failedByMe",
-         {"message_data", "message_is_binary", "failedByMe"} <= set(_names(W.onMessageEnd))),
+         {"message_data", "message_is_binary", "failedByMe"} <= set(_names(W.onMessageEnd))
+         <= _ON_MESSAGE_END),
         ("WebSocketProtocol.send_state/send_queue/SEND_STATE_GROUND",
          hasattr(W, "SEND_STATE_GROUND") and "send_queue" in _names(W.sendData)
          and "send_state" in _names(W.beginMessage)),

@@ -183,15 +183,20 @@ class SessionService(Service):
             return result
         return maybeDeferred(ask)
 
-    def open(self, principal: Any, meta: dict | None, link: Link) -> Deferred[Session]:
-        """Create a session for an authenticated hello, send ``welcome``, tell the observers."""
+    def create(self, principal: Any, meta: dict | None) -> Deferred[tuple[ISessionRecord, str]]:
+        """Make a new session's record in the store; a Deferred of (record, token)."""
         label = f"s{next(self._labels)}"
         token = secrets.token_urlsafe(_TOKEN_BYTES)
         d = self.store.create(secrets.token_urlsafe(_TOKEN_BYTES), token, label, principal,
                               meta or {})
-        return d.addCallback(self._created, token, link)
+        return d.addCallback(lambda record: (record, token))
 
-    def _created(self, record: ISessionRecord, token: str, link: Link) -> Session:
+    def discard(self, record: ISessionRecord) -> None:
+        """Forget a record made by create() whose connection went away before its welcome."""
+        self.store.end(record)
+
+    def open(self, record: ISessionRecord, token: str, link: Link) -> Session:
+        """The new session of ``record`` on ``link``: send ``welcome``, tell the observers."""
         session = Session(self, record, link)
         self.sessions[session.id] = session
         self.metrics.sessions_opened += 1
@@ -211,22 +216,26 @@ class SessionService(Service):
                                   observer=observer)
         return session
 
-    def resume(self, request: wire.Resume, link: Link) -> Deferred[Session | None]:
-        """Re-attach the session ``request`` names and replay what the client missed; a
-        Deferred of it, or of None when that cannot be done exactly (then a new session
-        is opened)."""
-        d = self.store.claim(request.session, request.token, request.last_seq)
-        return d.addCallback(self._claimed, request, link)
+    def claim(self, request: wire.Resume) -> Deferred[Claim | None]:
+        """Ask the store for the session a resuming hello names (see ISessionStore.claim)."""
+        return self.store.claim(request.session, request.token, request.last_seq)
 
-    def _claimed(self, claim: Claim | None, request: wire.Resume,
-                 link: Link) -> Session | None:
-        if claim is None:
-            return None
+    def release(self, claim: Claim) -> None:
+        """A claim whose connection went away before it was used: the session, if detached,
+        is resumable again for ``resume_ttl``."""
+        session = self.sessions.get(claim.record.id)
+        if session is not None and not session.attached:
+            self._keep(session)
+
+    def resume(self, claim: Claim, request: wire.Resume, link: Link) -> Session | None:
+        """Re-attach a claimed session to ``link`` and replay what the client missed; None
+        when that cannot be done exactly (then a new session is opened)."""
         record = claim.record
         session = self.sessions.get(record.id)
         if session is None:
             # resumable state kept elsewhere (a shared store): this node owns it from now on
             session = self.sessions[record.id] = Session(self, record, None)
+            session.rejoin()
         if claim.replay is None:
             # The client holds a gap we cannot fill: it gets a new session and must know.
             self._log.info("session {session} cannot be resumed after seq {last} (has "
@@ -256,11 +265,8 @@ class SessionService(Service):
         if session.closed:
             return
         self.sessions.pop(session.id, None)
-        record = session.record()
-        for topic in tuple(record.subscriptions):
-            self.broker.unsubscribe(session, topic)
         link = session.ended()
-        self.store.end(record)
+        self.store.end(session.record())
         self.metrics.sessions_closed[reason] += 1
         if link is not None and close is not None:
             link.close(close, text)
@@ -451,21 +457,20 @@ class SessionService(Service):
 
     def _subscribe(self, session: Session, msg: wire.Subscribe) -> None:
         topic = msg.topic
-        subscriptions = session.record().subscriptions
-        if topic not in subscriptions:
-            if len(subscriptions) >= self.settings.max_subscriptions:
+        if not session.isSubscribed(topic):
+            if len(session.subscriptions) >= self.settings.max_subscriptions:
                 session.error(errors.TOO_MANY_SUBSCRIPTIONS,
                               f"at most {self.settings.max_subscriptions} subscriptions",
                               None, msg.id)
                 return
             if not self._guard(session, topic, False, msg.id):
                 return
-            self.subscribe(session, topic)
+            session.subscribe(topic)
         if msg.id is not None:
             session.reply(msg.id, None)
 
     def _unsubscribe(self, session: Session, msg: wire.Unsubscribe) -> None:
-        self.unsubscribe(session, msg.topic)
+        session.unsubscribe(msg.topic)
         if msg.id is not None:
             session.reply(msg.id, None)
 
@@ -494,21 +499,6 @@ class SessionService(Service):
         except Exception:
             session.fail(call_id, Failure(), "topic authorizer")
         return False
-
-    def subscribe(self, session: Session, topic: str) -> None:
-        """Subscribe ``session`` to ``topic`` (no authorization, no limit)."""
-        record = session.record()
-        if session.closed or topic in record.subscriptions:
-            return
-        record.subscribe(topic)
-        self.broker.subscribe(session, topic)
-
-    def unsubscribe(self, session: Session, topic: str) -> None:
-        """Unsubscribe ``session`` from ``topic``."""
-        record = session.record()
-        if topic in record.subscriptions:
-            record.unsubscribe(topic)
-            self.broker.unsubscribe(session, topic)
 
     def publish(self, topic: str, data: Any = None) -> Deferred[None]:
         """Deliver ``data`` on ``topic`` to every subscriber (on every node, with a shared

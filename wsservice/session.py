@@ -14,7 +14,7 @@ from . import errors, wire
 from .closecodes import check_code
 from .config import Settings
 from .errors import ApplicationError, RemoteError, SessionClosed
-from .interfaces import IDeliverable, ISession, ISessionRecord
+from .interfaces import IBroker, IDeliverable, ISession, ISessionRecord
 from .log import logger
 from .metrics import Metrics
 from .reasons import Close
@@ -39,12 +39,7 @@ class SessionHost(Protocol):
     clock: IReactorTime
     settings: Settings
     metrics: Metrics
-
-    def subscribe(self, session: Session, topic: str) -> None:
-        """Subscribe ``session`` to ``topic``."""
-
-    def unsubscribe(self, session: Session, topic: str) -> None:
-        """Unsubscribe ``session`` from ``topic``."""
+    broker: IBroker
 
     def publish(self, topic: str, data: Any = None) -> Deferred[None]:
         """Publish on ``topic``."""
@@ -138,11 +133,29 @@ class Session:
 
     def subscribe(self, topic: str) -> None:
         """Subscribe this session to ``topic`` (no authorization or limit: the server decides)."""
-        self._host.subscribe(self, topic)
+        record = self._record
+        if self.closed or topic in record.subscriptions:
+            return
+        record.subscribe(topic)
+        self._host.broker.subscribe(self, topic)
 
     def unsubscribe(self, topic: str) -> None:
         """Unsubscribe this session from ``topic``."""
-        self._host.unsubscribe(self, topic)
+        record = self._record
+        if topic in record.subscriptions:
+            record.unsubscribe(topic)
+            self._host.broker.unsubscribe(self, topic)
+
+    def isSubscribed(self, topic: str) -> bool:
+        """Whether this session is subscribed to ``topic``."""
+        return topic in self._record.subscriptions
+
+    def rejoin(self) -> None:
+        """Subscribe to the broker again for every topic of the record (a session adopted
+        from a shared store, whose broker subscriptions were another node's)."""
+        broker = self._host.broker
+        for topic in tuple(self._record.subscriptions):
+            broker.subscribe(self, topic)
 
     def publish(self, topic: str, data: Any = None) -> Deferred[None]:
         """Publish ``data`` on ``topic``; the Deferred fires once it is accepted for delivery."""
@@ -165,6 +178,9 @@ class Session:
             if durable is not None:  # a shared store: the frame goes out once it is kept
                 durable.addCallback(self._sendKept, frame)
                 return seq
+        else:
+            # nothing is kept, but a takeover of the live session still compares seqs
+            self._record.seq = seq
         link = self._link
         if link is not None:
             link.sendText(frame)
@@ -310,9 +326,13 @@ class Session:
                 errors.TIMEOUT, f"the client did not answer {method!r} in time"))
 
     def ended(self) -> Link | None:
-        """Mark the session over: cancel client calls, fail server calls; return the link."""
+        """Mark the session over: leave its topics, cancel client calls, fail server calls;
+        return the link it had."""
         self.closed = True
         link, self._link = self._link, None
+        broker = self._host.broker
+        for topic in tuple(self._record.subscriptions):
+            broker.unsubscribe(self, topic)
         calls = list(self._inflight.values())
         self._inflight.clear()
         for d in calls:
