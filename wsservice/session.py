@@ -255,7 +255,10 @@ class Session:
                 session=self.label, id=call_id, err=e)
             self.error(errors.INTERNAL, "internal error", None, call_id)
             return
-        self.send(frame, "result")
+        link = self._link  # send(), inline: one reply per call
+        if link is not None:
+            self._out["result"] += 1
+            link.sendText(frame)
 
     def error(self, code: str, message: str, data: Any = None,
               call_id: wire.CallId | None = None) -> None:
