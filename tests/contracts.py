@@ -51,6 +51,16 @@ class StoreContract:
             await self.append(record, seq)
         return record
 
+    async def detached(self, frames: int = 0) -> tuple[Clock, Any, Any, list[int]]:
+        """A store whose one session is detached for 30 s, and the list its expiry appends
+        1 to."""
+        clock = Clock()
+        store = self.makeStore(clock)
+        record = await self.new(store, frames=frames)
+        expired: list[int] = []
+        store.detach(record, 30, lambda: expired.append(1))
+        return clock, store, record, expired
+
     async def append(self, record: Any, seq: int, size: int = 0) -> None:
         frame = b'{"seq":%d,"pad":"%s"}' % (seq, b"x" * size)
         durable = record.append(seq, frame)
@@ -165,11 +175,7 @@ class StoreContract:
         self.assertEqual(expired, ["sid-1"])
 
     async def test_second_detach_keeps_the_first_deadline(self) -> None:
-        clock = Clock()
-        store = self.makeStore(clock)
-        record = await self.new(store)
-        expired: list[int] = []
-        store.detach(record, 30, lambda: expired.append(1))
+        clock, store, record, expired = await self.detached()
         clock.advance(20)
         store.detach(record, 30, lambda: expired.append(2))
         clock.advance(10)
@@ -178,21 +184,13 @@ class StoreContract:
         self.assertEqual(expired, [1])
 
     async def test_wrong_token_leaves_expiry_running(self) -> None:
-        clock = Clock()
-        store = self.makeStore(clock)
-        record = await self.new(store)
-        expired: list[int] = []
-        store.detach(record, 30, lambda: expired.append(1))
+        clock, store, record, expired = await self.detached()
         self.assertIsNone(await store.claim("sid-1", "guess", 0))
         clock.advance(30)
         self.assertEqual(expired, [1])
 
     async def test_claim_cancels_expiry(self) -> None:
-        clock = Clock()
-        store = self.makeStore(clock)
-        record = await self.new(store)
-        expired: list[int] = []
-        store.detach(record, 30, lambda: expired.append(1))
+        clock, store, record, expired = await self.detached()
         clock.advance(10)
         self.assertIsNotNone(await store.claim("sid-1", TOKEN, 0))
         clock.advance(60)
@@ -202,11 +200,7 @@ class StoreContract:
         self.assertEqual(expired, [2])
 
     async def test_end_forgets_everything(self) -> None:
-        clock = Clock()
-        store = self.makeStore(clock)
-        record = await self.new(store, frames=3)
-        expired: list[int] = []
-        store.detach(record, 30, lambda: expired.append(1))
+        clock, store, record, expired = await self.detached(frames=3)
         await store.end(record)
         self.assertIsNone(await store.claim("sid-1", TOKEN, 0))
         clock.advance(60)

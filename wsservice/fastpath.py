@@ -18,8 +18,9 @@ only. Each trick and why it pays:
 - A quiet read: Autobahn's dataReceived formats the arguments of a DEBUG line on every
   read from the socket; ours goes straight to the parser.
 
-``install()`` puts these receive paths on one factory's own protocol class (never on
-Autobahn's classes); the send paths below are used by that class when the factory says so.
+``install()`` puts these paths (sendText, dataReceived, onMessageEnd, _connectionMade) on
+one factory's own protocol class, never on Autobahn's; without it the adapter's own methods
+use Autobahn's public paths only.
 - Direct frames: a server text frame is a 2-10 byte header before the payload (no mask,
   no compression), written here rather than through Autobahn's general
   sendMessage/sendFrame/sendData, which cost more than the service does.
@@ -150,15 +151,60 @@ def install(cls: type) -> None:
         finally:
             _protocol.pformat = before
 
+    public_send: Callable[[Any, bytes], None] = cls.sendText  # type: ignore[attr-defined]
+
+    def sendText(self: Any, payload: bytes) -> None:
+        # an open connection without compression or fragmentation, nothing of Autobahn's
+        # own waiting to be sent: write the frame here, else Autobahn's path
+        if not (self._plain and self.state == self.STATE_OPEN
+                and self.send_state == self.SEND_STATE_GROUND and not self.send_queue):
+            public_send(self, payload)
+            return
+        n = len(payload)
+        frame = _SMALL_HEADERS[n] + payload if n < 126 else text_frame(payload)
+        if self._direct and not self._paused:
+            batch = self._batch
+            if batch is None:
+                self._batch = [frame]
+                self._batched = len(frame)
+                self.factory.corker.add(self)
+            else:
+                batch.append(frame)
+                self._batched += len(frame)
+                if self._batched > MAX_BATCH:
+                    flush(self)  # large bursts go on at once, under backpressure
+        else:
+            if self._batch is not None:
+                flush(self)
+            if self._paused:
+                self._count_backlog(len(frame))
+            self.transport.write(frame)
+
     setattr(cls, "_connectionMade", _connectionMade)
     setattr(cls, "dataReceived", data_received)
     setattr(cls, "onMessageEnd", message_end)
+    setattr(cls, "sendText", sendText)
+
+
+def opened(protocol: Any) -> None:
+    """A fast protocol's connection is open: may its frames be written here, and sent
+    straight to its socket?"""
+    protocol._plain = protocol._perMessageCompress is None and not protocol.autoFragmentSize
+    # plain TCP and unix transports (not TLS, not test ones) have a socket to send to
+    protocol._direct = can_send_directly(protocol.transport)
+
+
+def flush(protocol: Any) -> None:
+    """Send the frames ``protocol`` gathered this turn (its ``_batch``) in one write."""
+    batch, protocol._batch = protocol._batch, None
+    if batch and protocol.transport is not None:
+        send_now(protocol.transport, batch[0] if len(batch) == 1 else b"".join(batch))
 
 
 _pack_header16 = struct.Struct("!BBH").pack
 _pack_header64 = struct.Struct("!BBQ").pack
 # Headers of unmasked, unfragmented server text frames (FIN + opcode 1), made once.
-SMALL_HEADERS = _SMALL_HEADERS = [bytes((0x81, n)) for n in range(126)]
+_SMALL_HEADERS = [bytes((0x81, n)) for n in range(126)]
 
 
 def text_frame(payload: bytes) -> bytes:
@@ -205,7 +251,7 @@ class Corker:
         self._call: Any = None
 
     def add(self, protocol: Any) -> None:
-        """``protocol._flush()`` is to be called at the end of this turn."""
+        """``protocol``'s batch is to be flushed at the end of this turn."""
         self._corked.append(protocol)
         if self._call is None:
             self._call = self._reactor.callLater(0, self.flush)
@@ -215,7 +261,7 @@ class Corker:
         self._call = None
         corked, self._corked = self._corked, []
         for protocol in corked:
-            protocol._flush()
+            flush(protocol)
 
 
 # Everything Autobahn's own dataReceived and onMessageEnd do, by the names they use: the fast

@@ -124,7 +124,7 @@ class ISessionRecord(Interface):
     label = Attribute("str: the session's non-secret name for logs.")
     principal = Attribute("object: what the authenticator returned for the session.")
     meta = Attribute("dict: the hello's ``meta``.")
-    seq = Attribute("int: the seq of the last message appended.")
+    seq = Attribute("int: the seq of the last message appended (kept or not).")
     subscriptions = Attribute("Collection[str]: the topics the session is subscribed to.")
 
     def append(seq: int, frame: bytes) -> Deferred[None] | None:

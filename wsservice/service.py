@@ -60,8 +60,11 @@ class SessionService(Service):
         self.registry = handlers if isinstance(handlers, Registry) else Registry(handlers)
         self.authenticator = authenticator or AnonymousAuthenticator()
         verify(self.authenticator, (IAuthenticator,), f"authenticator {self.authenticator!r}")
+        # with resume off nothing is ever replayed: the replay buffer holds nothing (the seq
+        # still counts, for a client that takes its live session over)
         self.store: ISessionStore = store or MemorySessionStore(
-            self.clock, settings.replay_limit, settings.replay_bytes)
+            self.clock, settings.replay_limit if settings.resume_ttl > 0 else 0,
+            settings.replay_bytes)
         verify(self.store, (ISessionStore,), f"session store {self.store!r}")
         self.broker: IBroker = broker or MemoryBroker()
         verify(self.broker, (IBroker,), f"broker {self.broker!r}")
@@ -225,7 +228,7 @@ class SessionService(Service):
         is resumable again for ``resume_ttl``."""
         session = self.sessions.get(claim.record.id)
         if session is not None and not session.attached:
-            self._keep(session)
+            self._resumable(session)
 
     def resume(self, claim: Claim, request: wire.Resume, link: Link) -> Session | None:
         """Re-attach a claimed session to ``link`` and replay what the client missed; None
@@ -284,15 +287,15 @@ class SessionService(Service):
         link = session.detach()
         if link is None:
             return
-        self._keep(session)
+        self._resumable(session)
         link.close(reason, text)
 
     def detach(self, session: Session) -> None:
         """The session lost its connection: keep it resumable for ``resume_ttl``."""
         session.detach()
-        self._keep(session)
+        self._resumable(session)
 
-    def _keep(self, session: Session) -> None:
+    def _resumable(self, session: Session) -> None:
         if session.closed:
             return
         ttl = self.settings.resume_ttl

@@ -61,7 +61,6 @@ class Session:
         self.label: str = record.label
         self.principal: Any = record.principal
         self.meta: dict = record.meta
-        self.seq: int = record.seq
         self.closed = False
         self._record = record
         self._link = link
@@ -76,12 +75,16 @@ class Session:
         self._server_calls: dict[int, tuple[Deferred, IDelayedCall]] = {}
         self._next_call_id = 0
         self._out = host.metrics.messages_out
-        self._keep = settings.resume_ttl > 0
 
     def __repr__(self) -> str:
         return f"<Session {self.label}>"
 
     # -- handler API --------------------------------------------------------------------------
+
+    @property
+    def seq(self) -> int:
+        """The seq of the last message pushed to this session (its record keeps it)."""
+        return self._record.seq
 
     @property
     def attached(self) -> bool:
@@ -170,17 +173,14 @@ class Session:
 
     def deliver(self, prefix: bytes, kind: str) -> int:
         """Stamp a pushed message with the next seq, keep it for replay, send it if attached."""
-        seq = self.seq = self.seq + 1
+        record = self._record
+        seq = record.seq + 1
         frame = b"%b%d}" % (prefix, seq)
         self._out[kind] += 1
-        if self._keep:
-            durable = self._record.append(seq, frame)
-            if durable is not None:  # a shared store: the frame goes out once it is kept
-                durable.addCallback(self._sendKept, frame)
-                return seq
-        else:
-            # nothing is kept, but a takeover of the live session still compares seqs
-            self._record.seq = seq
+        durable = record.append(seq, frame)
+        if durable is not None:  # a shared store: the frame goes out once it is kept
+            durable.addCallback(self._sendKept, frame)
+            return seq
         link = self._link
         if link is not None:
             link.sendText(frame)

@@ -11,7 +11,7 @@ from twisted.internet.interfaces import IReactorTime
 
 from . import fastpath
 from ._version import SERVER_NAME
-from .closecodes import CLOSE_INTERNAL_ERROR, CLOSE_INVALID_PAYLOAD, CLOSE_NORMAL, code_of
+from .closecodes import CLOSE_INVALID_PAYLOAD, CLOSE_NORMAL, code_of
 from .connection import Connection
 from .log import logger
 from .origin import OriginPolicy
@@ -19,7 +19,6 @@ from .reasons import Close
 from .service import SessionService
 
 SUBPROTOCOL = "wsservice.v1"
-_SMALL_HEADERS = fastpath.SMALL_HEADERS
 
 
 def _accept_deflate(offers: list[Any]) -> PerMessageDeflateOfferAccept | None:
@@ -70,11 +69,10 @@ class WebSocketProtocol(WebSocketServerProtocol):
     _paused = False
     _backlog = 0
     _over = False
-    # True once open with the fast path and without permessage-deflate: text frames are
-    # written directly (fastpath.text_frame)
+    # the fast path's state (fastpath.opened and its sendText): whether frames are written
+    # directly, this reactor turn's frames (fastpath.Corker), and whether the socket may be
+    # sent to directly; never set without the fast path
     _plain = False
-    # frames of this reactor turn (fastpath.Corker), and whether the socket may be sent to
-    # directly (fastpath.send_now)
     _batch: list[bytes] | None = None
     _batched = 0
     _direct = False
@@ -110,9 +108,7 @@ class WebSocketProtocol(WebSocketServerProtocol):
         proto: Any = self  # Autobahn types these as never None; they are done with here
         proto.http_request_data = proto.http_headers = proto.http_request_params = None
         if self.factory.fast:
-            self._plain = self._perMessageCompress is None and not proto.autoFragmentSize
-            # plain TCP and unix transports (not TLS, not test ones) have a socket to send to
-            self._direct = fastpath.can_send_directly(self.transport)
+            fastpath.opened(self)
         self._connection = self.factory.service.connect(
             self, dict(request.headers), request.peer, self.factory.listener)
 
@@ -156,16 +152,10 @@ class WebSocketProtocol(WebSocketServerProtocol):
     def stopProducing(self) -> None:
         """The transport is going away; onClose follows."""
 
-    def _flush(self) -> None:
-        """Send this turn's frames: straight to the socket when nothing else is waiting."""
-        batch, self._batch = self._batch, None
-        if batch and self.transport is not None:
-            fastpath.send_now(self.transport, batch[0] if len(batch) == 1 else b"".join(batch))
-
     def sendData(self, data: bytes, sync: bool = False, chopsize: int | None = None) -> None:
         """Every byte Autobahn writes (after compression) passes here: bound the backlog."""
         if self._batch is not None:
-            self._flush()  # frames written earlier this turn go first
+            fastpath.flush(self)  # frames the fast path gathered this turn go first
         if self._paused:
             self._count_backlog(len(data))
         super().sendData(data, sync, chopsize)
@@ -192,27 +182,7 @@ class WebSocketProtocol(WebSocketServerProtocol):
         session keeps its pushes for replay; replies to a closing peer have nowhere to go)."""
         if self.state != self.STATE_OPEN:
             return
-        if self._plain and self.send_state == self.SEND_STATE_GROUND and not self.send_queue:
-            n = len(payload)  # the small header inline: this runs once per frame sent
-            frame = _SMALL_HEADERS[n] + payload if n < 126 else fastpath.text_frame(payload)
-            if self._direct and not self._paused:
-                batch = self._batch
-                if batch is None:
-                    self._batch = [frame]
-                    self._batched = len(frame)
-                    self.factory.corker.add(self)
-                else:
-                    batch.append(frame)
-                    self._batched += len(frame)
-                    if self._batched > fastpath.MAX_BATCH:
-                        self._flush()  # large bursts go on at once, under backpressure
-            else:
-                if self._batch is not None:
-                    self._flush()
-                if self._paused:
-                    self._count_backlog(len(frame))
-                self.transport.write(frame)  # type: ignore[union-attr]  # open: connected
-        elif len(payload) <= self.maxMessagePayloadSize:
+        if len(payload) <= self.maxMessagePayloadSize:
             self.sendMessage(payload, False)
         else:
             self._send_large(payload)
@@ -268,7 +238,6 @@ class WebSocketFactory(WebSocketServerFactory):
         self._own_class = self.protocol
         if self.fast:
             fastpath.install(self.protocol)  # on this factory's own class only
-        self._sync_options()
         self.setProtocolOptions(
             maxMessagePayloadSize=settings.max_message_size,
             maxFramePayloadSize=settings.max_message_size,
