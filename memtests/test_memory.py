@@ -121,13 +121,11 @@ class _MemoryTest(TestCase):
         self.assertNotIn("Traceback", self.server.text)
 
 
-class ReplayBufferRSSTests(_MemoryTest):
-    """Many resumable sessions, each left with its replay buffer full of un-acked pushes."""
+class _PushingTest(_MemoryTest):
+    """Sessions that each ask for PUSHES pushes of DATA, read them, never ack, and drop."""
 
     PUSHES = 1000
-    DATA = "x" * 124  # a pushed frame is ~170 bytes
-    WARMUP = 20
-    SESSIONS = 200
+    DATA = "x" * 124
     CONCURRENCY = 10
 
     async def _one_session(self, address: str, probe: bool = False) -> tuple[_Counting, dict]:
@@ -162,6 +160,14 @@ class ReplayBufferRSSTests(_MemoryTest):
         await gatherResults([Deferred.fromCoroutine(worker())
                              for _ in range(min(self.CONCURRENCY, n))])
         return pushed[0]
+
+
+class ReplayBufferRSSTests(_PushingTest):
+    """Many resumable sessions, each left with its replay buffer full of un-acked pushes."""
+
+    DATA = "x" * 124  # a pushed frame is ~170 bytes
+    WARMUP = 20
+    SESSIONS = 200
 
     async def measure(self, replay_bytes: int, bound_per_session: int) -> None:
         address = await self.start_server(
@@ -217,6 +223,55 @@ class ReplayBufferRSSTests(_MemoryTest):
     async def test_replay_64KiB(self) -> None:
         """--replay-bytes 65536 keeps ~385 of the 1000 frames: < 150 KiB per session."""
         await self.measure(64 * KiB, 150 * KiB)
+
+
+class AbandonedBuffersTests(_PushingTest):
+    """The attack on replay memory: sessions that each ask for ~1.9 MB of pushes, never ack,
+    and drop. Without a process-wide bound each keeps its whole replay buffer (1 MiB a
+    session by default, 2 MiB here); --max-replay-memory bounds them all together."""
+
+    PUSHES = 1000
+    DATA = "x" * 1900  # ~1.95 MB per session, under the demo's 2 MiB push cap
+    WARMUP = 5
+    SESSIONS = 200
+    BUDGET = int(os.environ.get("WSSERVICE_MEMTEST_BUDGET", 32 * MiB))  # a 'before' run
+
+    async def test_abandoned_buffers_bounded_process_wide(self) -> None:
+        address = await self.start_server(
+            "--listen", "tcp:0:interface=127.0.0.1", "--replay-limit", str(self.PUSHES),
+            "--replay-bytes", str(2 * MiB), "--max-replay-memory", str(self.BUDGET),
+            "--rate", "1e6", "--burst", "100000", "--resume-ttl", "600",
+            "--max-sessions", "1000")
+        first, welcome = await self._one_session(address)
+        await self._sessions(address, self.WARMUP)
+        baseline = await self.settled_rss(address, 1 + self.WARMUP)
+        start = time.monotonic()
+        pushed = await self._sessions(address, self.SESSIONS)
+        after = await self.settled_rss(address, 1 + self.WARMUP + self.SESSIONS)
+        took = time.monotonic() - start
+        hwm = _status(self.pid, "VmHWM")
+        _, _, metrics = await http(address, "/metrics")
+        kept = re.search(rb"wsservice_replay_bytes ([0-9.e+]+)", metrics)
+        trimmed = re.search(rb"wsservice_replay_trimmed_messages_total ([0-9.e+]+)", metrics)
+        assert kept is not None and trimmed is not None, metrics
+        print(f"\n  {self.SESSIONS} abandoned sessions x {pushed / self.SESSIONS / MiB:.2f} MB "
+              f"pushed, --max-replay-memory {self.BUDGET / MiB:.0f} MiB: RSS "
+              f"{baseline / MiB:.1f} -> {after / MiB:.1f} MiB (HWM {hwm / MiB:.1f} MiB), "
+              f"{float(kept.group(1)) / MiB:.1f} MiB kept, {float(trimmed.group(1)):.0f} "
+              f"frames trimmed; {took:.1f} s", end=" ")
+        self.assertLessEqual(float(kept.group(1)), self.BUDGET)
+        # the budget, plus what the allocator keeps of freed frames: far below the
+        # ~1 MiB per session (200+ MiB) this attack cost without a bound
+        self.assertLess(after - baseline, 2 * self.BUDGET + 16 * MiB)
+        # the first session's buffer was trimmed (detached longest): its resume is refused
+        # plainly, with a new session, not a silent gap
+        client = await _connect(address)
+        self.clients.add(client)
+        resumed = await client.hello(resume={"session": welcome["session"],
+                                             "token": welcome["token"], "last_seq": 0})
+        self.assertIs(resumed["resumed"], False)
+        self.assertNotEqual(resumed["session"], welcome["session"])
+        self.assertNoTraceback()
 
 
 class NonReadingClientTests(_MemoryTest):

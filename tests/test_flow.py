@@ -145,6 +145,15 @@ class MaxSessionsTests(_Server, TestCase):
         first = await self.client()
         await first.hello()
         second = await self.client()
+        second.send({"type": "hello"})
+        code, _ = await second.waitClosed()
+        self.assertEqual(code, 1013)
+
+    async def test_too_many_connections_refuses_1013(self) -> None:
+        await self.start(Settings(max_connections=1))
+        first = await self.client()
+        await first.hello()
+        second = await self.client()
         code, _ = await second.waitClosed()
         self.assertEqual(code, 1013)
 

@@ -876,7 +876,10 @@ class LifecycleTests(ServiceTestCase):
         a = h.connect()
         a.hello()
         b = h.connect()
+        self.assertIsNone(b.closed)
+        b.send({"type": "hello"})
         self.assertEqual(b.closed, 1013)
+        self.assertEqual(b.received(), [])
         self.assertEqual(len(h.service.sessions), 1)
         a.send({"type": "bye"})
         self.assertEqual(a.closed, 1000)
@@ -886,8 +889,8 @@ class LifecycleTests(ServiceTestCase):
         self.assertIsNone(c.closed)
 
     def test_connections_awaiting_hello_bounded(self) -> None:
-        """Connections that never say hello count against max_sessions too."""
-        h = self.harness(max_sessions=2)
+        """Connections that never say hello count against max_connections."""
+        h = self.harness(max_connections=2)
         a, b = h.connect(), h.connect()
         self.assertEqual((a.closed, b.closed), (None, None))
         self.assertEqual(h.connect().closed, 1013)
@@ -897,26 +900,115 @@ class LifecycleTests(ServiceTestCase):
         self.assertIsNone(c.closed)
         c.hello()
 
-    def test_max_sessions_reached_during_hello(self) -> None:
-        """A hello that would open a new session past max_sessions is closed 1013; a resume
-        of an existing (detached) session is still allowed."""
+    def test_full_server_expires_longest_detached(self) -> None:
+        """A hello past max_sessions expires the longest-detached session to make room; its
+        client learns resumed:false when it comes back. A resume needs no room."""
+        h = self.harness(max_sessions=2)
+        a, b = h.connect(), h.connect()
+        wa, wb = a.hello(), b.hello()
+        b.drop()
+        a.drop()  # a detached last: b's session is the longest-detached
+        c = h.connect()
+        wc = c.hello()
+        self.assertEqual(set(h.service.sessions), {wa["session"], wc["session"]})
+        self.assertEqual(h.service.metrics.sessions_closed["evicted"], 1)
+        self.assertIsNone(h.service.store.get(wb["session"]))
+        again = h.connect()
+        self.assertIs(again.resume(wa, 0)["resumed"], True)  # full, but a resume needs no room
+        lost = h.connect()
+        # b's session is gone: a new one, for which a's (now attached) cannot make room
+        lost.send({"type": "hello", "resume": {"session": wb["session"],
+                                               "token": wb["token"], "last_seq": 0}})
+        self.assertEqual(lost.closed, 1013)
+
+    def test_full_server_of_attached_sessions_refuses(self) -> None:
+        """Only detached sessions are expired: with every session attached, 1013."""
+        h = self.harness(max_sessions=2)
+        a, b = h.connect(), h.connect()
+        a.hello()
+        b.hello()
+        c = h.connect()
+        c.send({"type": "hello"})
+        self.assertEqual(c.closed, 1013)
+        self.assertEqual(h.service.metrics.sessions_closed["evicted"], 0)
+
+    def test_expired_to_make_room_resumes_false(self) -> None:
+        """The client of an expired-to-make-room session resumes into a new session."""
         h = self.harness(max_sessions=1)
         a = h.connect()
-        welcome = a.hello()
-        a.drop()  # a's session stays, detached, and still counts
+        wa = a.hello()
+        a.drop()
         b = h.connect()
-        self.assertIsNone(b.closed)
-        b.send({"type": "hello"})
-        self.assertEqual(b.closed, 1013)
-        self.assertEqual(b.received(), [])
-        self.assertEqual(list(h.service.sessions), [welcome["session"]])
+        b.hello()
+        b.send({"type": "bye"})
         b.drop()
         c = h.connect()
-        resumed = c.resume(welcome, 0)
-        self.assertIs(resumed["resumed"], True)
-        self.assertEqual(resumed["session"], welcome["session"])
-        self.assertIsNone(c.closed)
-        self.assertEqual(len(h.service.sessions), 1)
+        wc = c.resume(wa, 0)
+        self.assertIs(wc["resumed"], False)
+        self.assertNotEqual(wc["session"], wa["session"])
+
+    def test_sessions_per_peer(self) -> None:
+        """Past max_sessions_per_peer that peer's own longest-detached session is expired;
+        with all of its sessions attached it is refused 1013. Other peers are not touched."""
+        h = self.harness(max_sessions_per_peer=2)
+        other = h.connect(peer="tcp4:10.0.0.2:1")
+        wo = other.hello()
+        other.drop()  # detached before any of the first peer's: the longest-detached
+        a, b = h.connect(peer="tcp4:10.0.0.1:1"), h.connect(peer="tcp4:10.0.0.1:2")
+        wa = a.hello()
+        b.hello()
+        a.drop()
+        c = h.connect(peer="tcp4:10.0.0.1:3")
+        c.hello()
+        self.assertNotIn(wa["session"], h.service.sessions)
+        self.assertIn(wo["session"], h.service.sessions)
+        d = h.connect(peer="tcp4:10.0.0.1:4")
+        d.send({"type": "hello"})
+        self.assertEqual(d.closed, 1013)
+        # another address still gets in
+        e = h.connect(peer="tcp4:10.0.0.3:1")
+        e.hello()
+        self.assertIsNone(e.closed)
+
+    def test_sessions_per_ipv6_prefix(self) -> None:
+        """IPv6 peers are counted per /64: varying the host part does not escape the limit."""
+        h = self.harness(max_sessions_per_peer=1)
+        h.connect(peer="tcp6:2001:db8::1:1").hello()
+        b = h.connect(peer="tcp6:2001:db8::2:2")
+        b.send({"type": "hello"})
+        self.assertEqual(b.closed, 1013)
+        h.connect(peer="tcp6:2001:db8:0:1::1:3").hello()  # another /64
+
+    def test_trusted_proxy_client_is_the_peer(self) -> None:
+        """Behind a trusted proxy, the X-Forwarded-For client is the peer limits count;
+        without trust the header is ignored."""
+        h = self.harness(max_sessions_per_peer=1, max_peer_connections=5,
+                         trusted_proxies=("10.9.0.0/16",))
+        proxy = "tcp4:10.9.0.1:1"
+        h.connect({"x-forwarded-for": "203.0.113.5"}, peer=proxy).hello()
+        # another client through the same proxy is another peer
+        h.connect({"x-forwarded-for": "203.0.113.6"}, peer=proxy).hello()
+        # the same client again: over its limit (a forged earlier entry does not help)
+        again = h.connect({"x-forwarded-for": "198.51.100.1, 203.0.113.5"}, peer=proxy)
+        again.send({"type": "hello"})
+        self.assertEqual(again.closed, 1013)
+        # an untrusted peer's header counts for nothing: its own address is the peer
+        h.connect({"x-forwarded-for": "203.0.113.7"}, peer="tcp4:192.0.2.1:1").hello()
+        spoof = h.connect({"x-forwarded-for": "203.0.113.8"}, peer="tcp4:192.0.2.1:2")
+        spoof.send({"type": "hello"})
+        self.assertEqual(spoof.closed, 1013)
+
+    def test_trusted_proxy_connections_per_client(self) -> None:
+        """A trusted proxy's clients are counted against max_peer_connections at the
+        upgrade, and released when their connections go."""
+        h = self.harness(max_peer_connections=2, trusted_proxies=("10.9.0.1",))
+        headers = {"x-forwarded-for": "203.0.113.5"}
+        a = h.connect(headers, peer="tcp4:10.9.0.1:1")
+        h.connect(headers, peer="tcp4:10.9.0.1:2")
+        self.assertEqual(h.connect(headers, peer="tcp4:10.9.0.1:3").closed, 1013)
+        a.drop()
+        self.assertIsNone(h.connect(headers, peer="tcp4:10.9.0.1:4").closed)
+        self.assertEqual(h.service.peers.connections("203.0.113.5"), 2)
 
     def test_stop_service_closes_sessions_1001(self) -> None:
         obs = Observer()

@@ -186,7 +186,7 @@ class OptionsInvalidTests(SynchronousTestCase):
         its bounds and its default as the example."""
         from wsservice.config import OPTION_FIELDS, bounds, kind
         numeric = [f for f in OPTION_FIELDS.values() if kind(f) is not str]
-        self.assertEqual(len(numeric), 16)
+        self.assertEqual(len(numeric), 22)
         for spec in numeric:
             name = spec.name.replace("_", "-")
             option, default = "--" + name, parse()[name]
@@ -362,8 +362,12 @@ class UsageTextTests(SynchronousTestCase):
         (Docstring indentation of multi-line opt_* docstrings must not leak into the text.)
         """
         import re
-        column = 29  # where getUsage starts option descriptions
-        for line in tap.Options().getUsage().splitlines():
+        from collections import Counter
+        lines = tap.Options().getUsage().splitlines()
+        # where getUsage starts option descriptions: after the longest option, for all
+        starts = Counter(m.end() for m in map(re.compile(r" +--\S+ +").match, lines) if m)
+        column = starts.most_common(1)[0][0]
+        for line in lines:
             if line.startswith("      --") or line.startswith(" " * column):
                 self.assertNotRegex(line[column:], r"\S {2,}\S", line)
 

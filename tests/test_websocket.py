@@ -474,17 +474,12 @@ class CloseTests(_AdapterTest):
 
     async def test_invalid_utf8_text(self) -> None:
         """A text message that is not UTF-8 closes 1007 with a close frame; the session
-        stays resumable and still holds the one place (max_sessions=1): a new session is
-        refused 1013, a resume is not."""
+        stays resumable."""
         client = await self.connect()
         welcome = await self.hello(client)
         client.sendMessage(b'{"type":"ping","data":"\xff"}', False)
         await self.closed_with(client, 1007)
         self.assertDetached(welcome)
-        other = await self.connect()
-        other.send({"type": "hello"})
-        await self.closed_with(other, closecodes.CLOSE_TRY_AGAIN_LATER)
-        self.assertEqual(other.messages, [])
         again = await self.connect()
         resumed = await self.resume(again, welcome)
         self.assertEqual((resumed["session"], resumed["resumed"]), (welcome["session"], True))
@@ -492,12 +487,33 @@ class CloseTests(_AdapterTest):
         self.assertEqual(await again.receive(), {"type": "pong", "data": 1})
 
     async def test_full(self) -> None:
-        """With max_sessions reached, a new connection is closed 1013 from onOpen."""
+        """With max_sessions reached by an attached session, a new hello is closed 1013."""
         first = await self.connect()
         await self.hello(first)
         second = await self.connect()
+        second.send({"type": "hello"})
         await self.closed_with(second, closecodes.CLOSE_TRY_AGAIN_LATER)
+        self.assertEqual(second.messages, [])
         self.assertFalse(first.closed.called)
+
+    async def test_full_evicts_detached(self) -> None:
+        """With max_sessions reached by a detached session, a new hello expires it and is
+        welcomed; the old session's client then learns resumed:false."""
+        first = await self.connect()
+        welcome = await self.hello(first)
+        first.dropConnection(abort=True)
+        await first.closed
+        self.assertDetached(welcome)
+        second = await self.connect()
+        fresh = await self.hello(second)
+        self.assertEqual(list(self.service.sessions), [fresh["session"]])
+        self.assertEqual(self.service.metrics.sessions_closed["evicted"], 1)
+
+
+class FullConnectionsTests(_AdapterTest):
+    """max_connections bounds connections from before their hello."""
+
+    settings = Settings(max_connections=1, hello_timeout=10.0)
 
     async def test_full_before_hello(self) -> None:
         """Connections that have not said hello count too: a second one is closed 1013."""

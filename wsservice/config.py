@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from .origin import OriginPolicy
+from .peers import parse_networks
 
 MiB = 1024 * 1024
 MAX_DEPTH = 1000  # orjson refuses nesting past 1024 whatever we allow
@@ -54,6 +55,8 @@ class Settings:
 
     path: str = _option("/ws", "HTTP path of the WebSocket endpoint.")
     allowed_origins: tuple[str, ...] = ()
+    # proxies (addresses or networks) whose X-Forwarded-For names the real client
+    trusted_proxies: tuple[str, ...] = ()
     hello_timeout: float = _seconds(
         10.0, "Seconds a client has to send hello after the handshake (else close 4408).")
     max_message_size: int = _count(
@@ -70,7 +73,22 @@ class Settings:
         25.0, "Seconds between WebSocket pings; no pong within as long again drops the "
         "connection (the session stays resumable).")
     max_sessions: int = _count(
-        10000, "Sessions at once; past it new connections are closed 1013.")
+        10000, "Sessions at once, attached or resumable; when full, the longest-detached "
+        "session is expired to make room, and with none detached a hello is closed 1013.")
+    max_sessions_per_peer: int = _count(
+        1000, "Sessions at once from one peer address (an IPv4 address, an IPv6 /64); past "
+        "it that peer's longest-detached session is expired, with none detached close 1013.")
+    max_connections: int = _count(
+        10000, "Connections at once, counted from TCP accept (HTTP included); past it new "
+        "ones get HTTP 503.")
+    max_peer_connections: int = _count(
+        1000, "Connections at once from one peer address, counted from TCP accept; past it "
+        "new ones get HTTP 503.")
+    peer_connect_rate: float = _option(
+        100.0, "New connections per second one peer address may open (token bucket refill; "
+        "past it HTTP 503).", low=0, low_open=True, unit="/s")
+    peer_connect_burst: int = _count(
+        1000, "New connections one peer address may open at once (token bucket size).")
     max_subscriptions: int = _count(100, "Topics one session may subscribe to.")
     resume_ttl: float = _seconds(
         60.0, "Seconds a session whose connection was lost stays resumable (0: resume off).",
@@ -78,6 +96,11 @@ class Settings:
     replay_limit: int = _count(1000, "Pushed messages kept per session for replay on resume.")
     replay_bytes: int = _count(
         1 * MiB, "Bytes of pushed messages kept per session for replay on resume.",
+        unit="bytes")
+    max_replay_memory: int = _count(
+        256 * MiB, "Bytes of replay buffers kept by the whole process; past it detached "
+        "sessions' buffers are trimmed first (longest-detached first), then the largest "
+        "attached ones; a resume that needed a trimmed message gets a new session.",
         unit="bytes")
     rate: float = _option(200.0, "Messages per second a session may send (token bucket "
                           "refill).", low=0, low_open=True, unit="/s")
@@ -102,6 +125,7 @@ class Settings:
         for spec in OPTION_FIELDS.values():
             check(spec, getattr(self, spec.name))
         OriginPolicy(self.allowed_origins)  # raises ValueError on a malformed pattern
+        parse_networks(self.trusted_proxies)  # likewise for a malformed address
 
 
 # The Settings fields that are options taking a value (they have help text), and those that

@@ -33,12 +33,11 @@ class ConnectionHost(Protocol):
     settings: Settings
     metrics: Metrics
 
-    @property
-    def full(self) -> bool:
-        """No new session may be created."""
+    def room(self, peer: str) -> str | None:
+        """Make room for a new session of ``peer``; None, or why there is none."""
 
-    def admit(self, connection: Connection) -> Close | None:
-        """Take a new connection in; None, or why it must close at once."""
+    def admit(self, connection: Connection, request: AuthRequest) -> Close | None:
+        """Take a new connection in (setting its ``peer``); None, or why it must close."""
 
     def forget(self, connection: Connection) -> None:
         """A connection is gone for good."""
@@ -52,7 +51,8 @@ class ConnectionHost(Protocol):
     def release(self, claim: Claim) -> None:
         """A claim that will not be used."""
 
-    def resume(self, claim: Claim, request: wire.Resume, link: Link) -> Session | None:
+    def resume(self, claim: Claim, request: wire.Resume, link: Link,
+               peer: str = "") -> Session | None:
         """Attach a claimed session to ``link``, or None."""
 
     def create(self, principal: Any, meta: dict | None) -> Deferred[tuple[ISessionRecord, str]]:
@@ -61,7 +61,7 @@ class ConnectionHost(Protocol):
     def discard(self, record: ISessionRecord) -> None:
         """Forget a record that will not be used."""
 
-    def open(self, record: ISessionRecord, token: str, link: Link) -> Session:
+    def open(self, record: ISessionRecord, token: str, link: Link, peer: str = "") -> Session:
         """The new session of ``record`` on ``link``."""
 
     def receive(self, session: Session, payload: bytes) -> None:
@@ -89,13 +89,15 @@ class Connection:
         self.session: Session | None = None
         self.state = AWAITING_HELLO
         self._request: AuthRequest | None = request
+        self.peer = ""  # set by admit(): the peer address limits are counted under
+        self.forwarded: str | None = None  # a trusted proxy's client counted by admit()
         self._pending: list[bytes] = []
         self._pending_bytes = 0
         self._max_depth = service.settings.max_depth
         self._hello_timer: IDelayedCall | None = None
         self._meta: dict | None = None
         self._resume: wire.Resume | None = None
-        refused = service.admit(self)
+        refused = service.admit(self, request)
         if refused is not None:
             self.close(refused, "server shutting down" if refused is Close.GOING_AWAY
                        else "server full, try again later")
@@ -208,15 +210,17 @@ class Connection:
             if claim is not None:
                 self.service.release(claim)
             return
-        session = None if claim is None else self.service.resume(claim, resume, self.link)
+        session = None if claim is None else self.service.resume(claim, resume, self.link,
+                                                                 self.peer)
         if session is None:
             self._new(principal)
         else:
             self._opened(session)
 
     def _new(self, principal: Any) -> None:
-        if self.service.full:
-            self.close(Close.TRY_AGAIN_LATER, "server full, try again later")
+        refused = self.service.room(self.peer)
+        if refused is not None:
+            self.close(Close.TRY_AGAIN_LATER, refused)
             return
         self.service.create(principal, self._meta).addCallback(self._created)
 
@@ -225,7 +229,7 @@ class Connection:
         if self.state != AUTHENTICATING:
             self.service.discard(record)  # nobody ever got its token
             return
-        self._opened(self.service.open(record, token, self.link))
+        self._opened(self.service.open(record, token, self.link, self.peer))
 
     def _opened(self, session: Session) -> None:
         self._stopTimer()

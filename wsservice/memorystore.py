@@ -18,10 +18,10 @@ class MemoryRecord:
     """One session's resumable state, in this process's memory."""
 
     __slots__ = ("id", "label", "principal", "meta", "seq", "subscriptions", "_token",
-                 "_frames", "_size", "_limit", "_bytes", "_expiry")
+                 "_frames", "_size", "_limit", "_bytes", "_expiry", "_store")
 
     def __init__(self, session_id: str, token: str, label: str, principal: Any, meta: dict,
-                 limit: int, max_bytes: int) -> None:
+                 limit: int, max_bytes: int, store: MemorySessionStore | None = None) -> None:
         self.id = session_id
         self.label = label
         self.principal = principal
@@ -35,6 +35,8 @@ class MemoryRecord:
         self._limit = limit
         self._bytes = max_bytes
         self._expiry: IDelayedCall | None = None
+        # the store whose process-wide budget this record's frames count against
+        self._store = store
 
     def __repr__(self) -> str:
         return f"<MemoryRecord {self.label} seq={self.seq}>"
@@ -44,15 +46,52 @@ class MemoryRecord:
         self.seq = seq
         frames = self._frames
         frames.append((seq, frame))
-        self._size += len(frame)
-        while len(frames) > self._limit or self._size > self._bytes:
-            self._size -= len(frames.popleft()[1])
+        size = self._size + len(frame)
+        store = self._store
+        if store is not None:
+            store.kept_bytes += len(frame)
+        if len(frames) > self._limit or size > self._bytes:
+            size = self._trim(size)
+        self._size = size
+        if store is not None and store.kept_bytes > store.max_memory:
+            store._trim()
+
+    def _trim(self, size: int) -> int:
+        frames = self._frames
+        before = size
+        while len(frames) > self._limit or size > self._bytes:
+            size -= len(frames.popleft()[1])
+        if self._store is not None:
+            self._store.kept_bytes -= before - size
+        return size
 
     def ack(self, seq: int) -> None:
         """Forget every kept frame up to ``seq``."""
         frames = self._frames
+        size = self._size
         while frames and frames[0][0] <= seq:
-            self._size -= len(frames.popleft()[1])
+            size -= len(frames.popleft()[1])
+        self._forgot(size)
+
+    def _forgot(self, size: int) -> None:
+        """The kept frames now add up to ``size``: tell the store what was freed."""
+        if self._store is not None:
+            self._store.kept_bytes -= self._size - size
+        self._size = size
+
+    def _shed(self, wanted: int) -> tuple[int, int]:
+        """Drop the oldest kept frames until ``wanted`` bytes are freed (or none are left);
+        the frames and bytes dropped."""
+        frames = self._frames
+        size = self._size
+        goal = size - wanted
+        dropped = 0
+        while frames and size > goal:
+            size -= len(frames.popleft()[1])
+            dropped += 1
+        freed = self._size - size
+        self._forgot(size)
+        return dropped, freed
 
     def subscribe(self, topic: str) -> None:
         """Remember a subscription."""
@@ -87,7 +126,7 @@ class MemoryRecord:
     def _drop(self) -> None:
         self._stop_expiry()
         self._frames.clear()
-        self._size = 0
+        self._forgot(0)
         self.subscriptions = set()
 
 
@@ -96,11 +135,17 @@ class MemorySessionStore:
     """Sessions in this process's memory: they end with it (the Redis store outlives it)."""
 
     def __init__(self, clock: IReactorTime, replay_limit: int = 1000,
-                 replay_bytes: int = 1 << 20) -> None:
+                 replay_bytes: int = 1 << 20, max_memory: int = 256 << 20) -> None:
         self._clock = clock
         self._limit = replay_limit
         self._bytes = replay_bytes
         self._records: dict[str, MemoryRecord] = {}
+        # detached records, longest-detached first: their buffers are trimmed first
+        self._detached: dict[str, MemoryRecord] = {}
+        self.max_memory = max_memory
+        self.kept_bytes = 0  # every record's kept frames, in bytes
+        self.trimmed_messages = 0  # frames dropped to stay within max_memory
+        self.trimmed_bytes = 0
 
     def __len__(self) -> int:
         return len(self._records)
@@ -113,7 +158,7 @@ class MemorySessionStore:
                meta: dict) -> Deferred[ISessionRecord]:
         """A new session's record (see ISessionStore)."""
         record = MemoryRecord(session_id, token, label, principal, meta, self._limit,
-                              self._bytes)
+                              self._bytes, self)
         self._records[session_id] = record
         return succeed(record)
 
@@ -123,6 +168,7 @@ class MemorySessionStore:
         if record is None or not token_matches(record._token, token):
             return succeed(None)
         record._stop_expiry()
+        self._detached.pop(session_id, None)
         return succeed(Claim(record, record._after(last_seq)))
 
     def detach(self, record: ISessionRecord, ttl: float, expired: Callable[[], Any]) -> None:
@@ -131,14 +177,17 @@ class MemorySessionStore:
         if kept is not None and kept is record and kept._expiry is None:
             def expire() -> None:
                 kept._expiry = None
+                self._detached.pop(kept.id, None)
                 expired()
             kept._expiry = self._clock.callLater(ttl, expire)
+            self._detached[kept.id] = kept
 
     def end(self, record: ISessionRecord) -> Deferred[None]:
         """Forget the session."""
         kept = self._records.get(record.id)
         if kept is not None and kept is record:
             del self._records[record.id]
+            self._detached.pop(record.id, None)
             kept._drop()
         return succeed(None)
 
@@ -152,3 +201,42 @@ class MemorySessionStore:
         if record is None or record._expiry is None or not record._expiry.active():
             return None
         return record._expiry.getTime()
+
+    def _trim(self) -> None:
+        """Over ``max_memory``: free down to 7/8 of it (so the next frames do not trim again
+        at once), from detached buffers first, longest-detached first, then from the largest
+        attached ones. A resume that needed a trimmed frame gets a new session."""
+        excess = self.kept_bytes - self.max_memory * 7 // 8
+        for record in list(self._detached.values()):
+            if excess <= 0:
+                return
+            excess -= self._shed(record, excess)
+        if excess <= 0:
+            return
+        # then the attached: lower the largest buffers to one common level, just enough
+        # (sorting once: trimming is rare, and per-frame work here would be quadratic)
+        ranked = sorted((r for r in self._records.values() if r._size),
+                        key=lambda r: r._size, reverse=True)
+        total = 0
+        level = 0
+        count = len(ranked)
+        for i, record in enumerate(ranked):
+            total += record._size
+            below = ranked[i + 1]._size if i + 1 < count else 0
+            if total - (i + 1) * below >= excess:
+                level = max(below, (total - excess) // (i + 1))
+                count = i + 1
+                break
+        for record in ranked[:count]:
+            if record._size > level:
+                self._shed(record, record._size - level)
+
+    def _shed(self, record: MemoryRecord, wanted: int) -> int:
+        dropped, freed = record._shed(wanted)
+        self.trimmed_messages += dropped
+        self.trimmed_bytes += freed
+        return freed
+
+    def replayStats(self) -> tuple[int, int, int]:
+        """(bytes kept for replay, frames trimmed, bytes trimmed) for /metrics."""
+        return self.kept_bytes, self.trimmed_messages, self.trimmed_bytes

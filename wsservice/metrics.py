@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections import defaultdict
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Mapping
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import (
@@ -35,6 +35,11 @@ class Metrics:
         self._call_buckets = [0] * (len(CALL_BUCKETS) + 1)
         self._call_sum = 0.0
         self._sessions = sessions
+        # set by the service: open connections, connections refused by kind, and the
+        # store's (bytes kept, frames trimmed, bytes trimmed) when it tells them
+        self.connections: Callable[[], int] | None = None
+        self.refused: Mapping[str, int] = {}
+        self.replay: Callable[[], tuple[int, int, int]] | None = None
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)
 
@@ -48,6 +53,34 @@ class Metrics:
         g = GaugeMetricFamily("wsservice_sessions", "Sessions now open.")
         g.add_metric([], self._sessions())
         yield g
+        if self.connections is not None:
+            g = GaugeMetricFamily("wsservice_connections",
+                                  "Connections now open, counted from TCP accept.")
+            g.add_metric([], self.connections())
+            yield g
+        c = CounterMetricFamily("wsservice_connections_refused",
+                                "Connections refused at accept, by limit (connections: "
+                                "max_connections; peer_connections: max_peer_connections; "
+                                "rate: peer_connect_rate).", labels=["limit"])
+        for limit, n in sorted(self.refused.items()):
+            c.add_metric([limit], n)
+        yield c
+        if self.replay is not None:
+            kept, trimmed, trimmed_bytes = self.replay()
+            g = GaugeMetricFamily("wsservice_replay_bytes",
+                                  "Bytes kept in replay buffers, all sessions.")
+            g.add_metric([], kept)
+            yield g
+            c = CounterMetricFamily("wsservice_replay_trimmed_messages",
+                                    "Replay-buffer messages dropped to stay within "
+                                    "max_replay_memory.")
+            c.add_metric([], trimmed)
+            yield c
+            c = CounterMetricFamily("wsservice_replay_trimmed_bytes",
+                                    "Replay-buffer bytes dropped to stay within "
+                                    "max_replay_memory.")
+            c.add_metric([], trimmed_bytes)
+            yield c
         c = CounterMetricFamily("wsservice_sessions_opened", "Sessions opened.")
         c.add_metric([], self.sessions_opened)
         yield c

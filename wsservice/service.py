@@ -29,6 +29,7 @@ from .log import logger
 from .memorybroker import MemoryBroker
 from .memorystore import MemorySessionStore
 from .metrics import Metrics
+from .peers import PeerLimits, parse_networks, peer_host, peer_key
 from .reasons import Close
 from .registry import Registry, verify
 from .session import Link, Session
@@ -64,7 +65,7 @@ class SessionService(Service):
         # still counts, for a client that takes its live session over)
         self.store: ISessionStore = store or MemorySessionStore(
             self.clock, settings.replay_limit if settings.resume_ttl > 0 else 0,
-            settings.replay_bytes)
+            settings.replay_bytes, settings.max_replay_memory)
         verify(self.store, (ISessionStore,), f"session store {self.store!r}")
         self.broker: IBroker = broker or MemoryBroker()
         verify(self.broker, (IBroker,), f"broker {self.broker!r}")
@@ -73,7 +74,23 @@ class SessionService(Service):
         self.broker.bind(self.sessions.get)
         # every open connection, with or without a session yet, so shutdown reaches them all
         self.connections: set[Connection] = set()
+        # connections per peer from TCP accept (every listener's Site shares this), and the
+        # clients of trusted proxies, counted at the upgrade
+        self.peers = PeerLimits(self.clock, settings.max_connections,
+                                settings.max_peer_connections, settings.peer_connect_rate,
+                                settings.peer_connect_burst,
+                                parse_networks(settings.trusted_proxies))
+        # sessions per peer, and the detached ones (longest-detached first) that are expired
+        # to make room for new sessions, overall and per peer
+        self._per_peer: dict[str, int] = {}
+        self._detached: dict[str, Session] = {}
+        self._detached_of: dict[str, dict[str, Session]] = {}
         self.metrics = Metrics(lambda: len(self.sessions))
+        self.metrics.refused = self.peers.refused
+        self.metrics.connections = lambda: max(self.peers.total, len(self.connections))
+        stats = getattr(self.store, "replayStats", None)
+        if stats is not None:
+            self.metrics.replay = stats
         self._labels = itertools.count(1)
         heartbeat = settings.heartbeat
         self._heartbeat = int(heartbeat) if heartbeat == int(heartbeat) else heartbeat
@@ -143,20 +160,34 @@ class SessionService(Service):
         if drained is not None:
             drained.callback(None)
 
-    def admit(self, connection: Connection) -> Close | None:
-        """Take a new connection in; None, or the reason it must close at once."""
+    def admit(self, connection: Connection, request: AuthRequest) -> Close | None:
+        """Take a new connection in (and learn its peer); None, or the reason it must close
+        at once."""
         if not self.running:
             return Close.GOING_AWAY
-        # Connections are bounded like sessions: a flood that never says hello cannot grow
-        # past max_sessions either. (A full server still lets existing sessions resume.)
-        if len(self.connections) >= self.settings.max_sessions:
+        # The listener's Site counted this connection from its TCP accept; this bound also
+        # holds for a transport without one. (A full server still lets sessions resume.)
+        if len(self.connections) >= self.settings.max_connections:
             return Close.TRY_AGAIN_LATER
+        host = peer_host(request.peer)
+        if self.peers.isTrusted(host):
+            # behind a trusted proxy the client is known only now: count it now
+            client = self.peers.client(host, request.headers)
+            if client != host:
+                if not self.peers.forwarded(client):
+                    return Close.TRY_AGAIN_LATER
+                connection.forwarded = client
+            host = client
+        connection.peer = peer_key(host)
         self.connections.add(connection)
         return None
 
     def forget(self, connection: Connection) -> None:
         """A connection is gone for good."""
-        self.connections.discard(connection)
+        if connection in self.connections:
+            self.connections.discard(connection)
+            if connection.forwarded is not None:
+                self.peers.unforwarded(connection.forwarded)
         if self._drained is not None and not self.connections:
             self._connectionsGone()
 
@@ -167,8 +198,38 @@ class SessionService(Service):
 
     @property
     def full(self) -> bool:
-        """True when no new session may be created (``max_sessions`` reached)."""
+        """True when ``max_sessions`` is reached (a new session then expires the
+        longest-detached one, or is refused when every session is attached)."""
         return len(self.sessions) >= self.settings.max_sessions
+
+    def room(self, peer: str) -> str | None:
+        """Make room for a new session of ``peer``: expire the longest-detached session of
+        that peer past ``max_sessions_per_peer``, or overall past ``max_sessions``. None, or
+        why there is no room (every session there is attached)."""
+        settings = self.settings
+        if self._per_peer.get(peer, 0) >= settings.max_sessions_per_peer \
+                and not self._evict(self._detached_of.get(peer)):
+            return "too many sessions from your address, try again later"
+        if len(self.sessions) >= settings.max_sessions and not self._evict(self._detached):
+            return "server full, try again later"
+        return None
+
+    def _evict(self, detached: dict[str, Session] | None) -> bool:
+        if not detached:
+            return False
+        session = next(iter(detached.values()))
+        # its client learns resumed:false when it comes back
+        self.end(session, "evicted")
+        return True
+
+    def _attached(self, session: Session) -> None:
+        """``session`` is no longer detached."""
+        if self._detached.pop(session.id, None) is not None:
+            of = self._detached_of.get(session.peer)
+            if of is not None:
+                of.pop(session.id, None)
+                if not of:
+                    del self._detached_of[session.peer]
 
     def connect(self, link: Link, headers: dict[str, str] | None = None, peer: str = "",
                 listener: str = "") -> Connection:
@@ -198,10 +259,11 @@ class SessionService(Service):
         """Forget a record made by create() whose connection went away before its welcome."""
         self.store.end(record)
 
-    def open(self, record: ISessionRecord, token: str, link: Link) -> Session:
-        """The new session of ``record`` on ``link``: send ``welcome``, tell the observers."""
+    def open(self, record: ISessionRecord, token: str, link: Link, peer: str = "") -> Session:
+        """The new session of ``record`` on ``link`` (from ``peer``): send ``welcome``, tell
+        the observers."""
         session = Session(self, record, link)
-        self.sessions[session.id] = session
+        self._own(session, peer)
         self.metrics.sessions_opened += 1
         # Per-session lines are DEBUG: at thousands of sessions a second, INFO lines would
         # cost more than the sessions. The principal may carry claims: only its type.
@@ -230,15 +292,23 @@ class SessionService(Service):
         if session is not None and not session.attached:
             self._resumable(session)
 
-    def resume(self, claim: Claim, request: wire.Resume, link: Link) -> Session | None:
+    def _own(self, session: Session, peer: str) -> None:
+        session.peer = peer
+        self.sessions[session.id] = session
+        self._per_peer[peer] = self._per_peer.get(peer, 0) + 1
+
+    def resume(self, claim: Claim, request: wire.Resume, link: Link,
+               peer: str = "") -> Session | None:
         """Re-attach a claimed session to ``link`` and replay what the client missed; None
         when that cannot be done exactly (then a new session is opened)."""
         record = claim.record
         session = self.sessions.get(record.id)
         if session is None:
             # resumable state kept elsewhere (a shared store): this node owns it from now on
-            session = self.sessions[record.id] = Session(self, record, None)
+            session = Session(self, record, None)
+            self._own(session, peer)
             session.rejoin()
+        self._attached(session)
         if claim.replay is None:
             # The client holds a gap we cannot fill: it gets a new session and must know.
             self._log.info("session {session} cannot be resumed after seq {last} (has "
@@ -267,7 +337,13 @@ class SessionService(Service):
         """End ``session`` for good; close its link for ``close`` when one is given."""
         if session.closed:
             return
-        self.sessions.pop(session.id, None)
+        if self.sessions.pop(session.id, None) is not None:
+            self._attached(session)
+            left = self._per_peer[session.peer] - 1
+            if left:
+                self._per_peer[session.peer] = left
+            else:
+                del self._per_peer[session.peer]
         link = session.ended()
         self.store.end(session.record())
         self.metrics.sessions_closed[reason] += 1
@@ -303,6 +379,10 @@ class SessionService(Service):
             self.end(session, "lost")
             return
         self.store.detach(session.record(), ttl, lambda: self.end(session, "expired"))
+        # longest-detached first: a session detached again goes to the back
+        self._attached(session)
+        self._detached[session.id] = session
+        self._detached_of.setdefault(session.peer, {})[session.id] = session
 
     def push(self, session_id: str, event: str, data: Any = None) -> Deferred[bool]:
         """Push ``event`` to the session ``session_id`` wherever it is; a Deferred firing

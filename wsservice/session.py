@@ -62,6 +62,7 @@ class Session:
         self.principal: Any = record.principal
         self.meta: dict = record.meta
         self.closed = False
+        self.peer = ""  # the peer address its limits are counted under (PeerLimits)
         self._record = record
         self._link = link
         self._host = host

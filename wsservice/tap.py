@@ -22,6 +22,7 @@ from .config import FLAG_FIELDS, OPTION_FIELDS, SettingError, Settings, bounds, 
 from .endpoints import ListenError, parse
 from .errors import ConfigurationError
 from .log import logger
+from .peers import parse_networks
 from .service import SessionService
 from .web import check_resources
 
@@ -119,6 +120,7 @@ class Options(usage.Options):
         self["listen"] = []
         self["handler"] = []
         self["allowed-origin"] = []
+        self["trusted-proxy"] = []
 
     def opt_listen(self, description: str) -> None:
         """Listen on a Twisted server endpoint string (repeatable; default """ \
@@ -134,6 +136,11 @@ class Options(usage.Options):
         """Also allow browser Origins matching this pattern, e.g. https://*.example.com; """ \
             """'*' allows all (repeatable; default: only the Host the client connected to)."""
         self["allowed-origin"].append(pattern)
+
+    def opt_trusted_proxy(self, address: str) -> None:
+        """A proxy (address or CIDR network) whose X-Forwarded-For names the real client, """ \
+            """so per-peer limits count that client (repeatable; default: none trusted)."""
+        self["trusted-proxy"].append(address)
 
     def parseArgs(self, *args: str) -> None:
         """Positional arguments are a mistake: every setting is an --option."""
@@ -170,7 +177,12 @@ class Options(usage.Options):
             flag = spec.metadata["flag"]
             values[spec.name] = not self[flag] if flag.startswith("no-") else bool(self[flag])
         try:
-            self["settings"] = Settings(allowed_origins=tuple(self["allowed-origin"]), **values)
+            parse_networks(self["trusted-proxy"])
+        except ValueError as e:
+            raise OptionError(f"--trusted-proxy: {e}") from e
+        try:
+            self["settings"] = Settings(allowed_origins=tuple(self["allowed-origin"]),
+                                        trusted_proxies=tuple(self["trusted-proxy"]), **values)
         except SettingError as e:  # only path is left unchecked by _coerce
             spec = OPTION_FIELDS[e.name]
             raise OptionError(f"{_flag(spec)} {e.value}: {e.problem}; "
