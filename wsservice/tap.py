@@ -21,6 +21,7 @@ from .app import DEFAULT_LISTEN, WSService
 from .config import FLAG_FIELDS, OPTION_FIELDS, SettingError, Settings, bounds, check, kind
 from .endpoints import ListenError, parse
 from .errors import ConfigurationError
+from .hosts import HostPolicy
 from .log import logger
 from .service import SessionService
 from .web import check_resources
@@ -119,6 +120,7 @@ class Options(usage.Options):
         self["listen"] = []
         self["handler"] = []
         self["allowed-origin"] = []
+        self["allowed-host"] = []
 
     def opt_listen(self, description: str) -> None:
         """Listen on a Twisted server endpoint string (repeatable; default """ \
@@ -134,6 +136,12 @@ class Options(usage.Options):
         """Also allow browser Origins matching this pattern, e.g. https://*.example.com; """ \
             """'*' allows all (repeatable; default: only the Host the client connected to)."""
         self["allowed-origin"].append(pattern)
+
+    def opt_allowed_host(self, pattern: str) -> None:
+        """Also serve HTTP requests whose Host matches this name, e.g. chat.example.com """ \
+            """or *.example.com; '*' allows all (repeatable; default: a listener on loopback """ \
+            """serves only loopback names such as localhost, against DNS rebinding)."""
+        self["allowed-host"].append(pattern)
 
     def parseArgs(self, *args: str) -> None:
         """Positional arguments are a mistake: every setting is an --option."""
@@ -170,7 +178,12 @@ class Options(usage.Options):
             flag = spec.metadata["flag"]
             values[spec.name] = not self[flag] if flag.startswith("no-") else bool(self[flag])
         try:
-            self["settings"] = Settings(allowed_origins=tuple(self["allowed-origin"]), **values)
+            HostPolicy(self["allowed-host"])
+        except ValueError as e:
+            raise OptionError(f"--allowed-host: {e}") from e
+        try:
+            self["settings"] = Settings(allowed_origins=tuple(self["allowed-origin"]),
+                                        allowed_hosts=tuple(self["allowed-host"]), **values)
         except SettingError as e:  # only path is left unchecked by _coerce
             spec = OPTION_FIELDS[e.name]
             raise OptionError(f"{_flag(spec)} {e.value}: {e.problem}; "
