@@ -110,11 +110,12 @@ class HostPolicy:
                 if canonical is None:
                     raise ValueError(f"not an IPv6 address in brackets: {pattern!r}")
                 self._exact.add(canonical)
-            elif _PATTERN.fullmatch(pattern.rstrip(".")):
-                if "*" in pattern:
-                    self._rules.append(_regex(pattern.rstrip(".")))
+            elif (name := pattern[:-1] if pattern.endswith(".") else pattern) != "*" \
+                    and _PATTERN.fullmatch(name):
+                if "*" in name:
+                    self._rules.append(_regex(name))
                 else:
-                    self._exact.add(pattern.rstrip("."))
+                    self._exact.add(name)
             else:
                 raise ValueError(f"not a host pattern (a name such as chat.example.com or "
                                  f"*.example.com, an address, or *; no port): {pattern!r}")

@@ -59,8 +59,8 @@ _NOT_UPGRADE = b"This is a WebSocket endpoint: connect with a WebSocket client.\
 _OLD_HTTP = b"A WebSocket handshake needs HTTP/1.1 or later.\n"
 
 
-def _text(request: Request, code: int, body: bytes) -> bytes:
-    request.setResponseCode(code)
+def _text(request: Request, code: int, body: bytes, phrase: bytes | None = None) -> bytes:
+    request.setResponseCode(code, phrase)
     request.setHeader(b"content-type", b"text/plain; charset=utf-8")
     request.setHeader(b"cache-control", b"no-store")
     return body
@@ -88,7 +88,8 @@ class WebSocketResource(autobahn_resource.WebSocketResource):
         if b"websocket" not in (token.strip().lower() for token in upgrade.split(b",")):
             request.setHeader(b"upgrade", b"websocket")
             request.setHeader(b"connection", b"Upgrade")
-            return _text(request, 426, _NOT_UPGRADE)
+            # twisted.web knows no phrase for 426 ("Unknown Status")
+            return _text(request, 426, _NOT_UPGRADE, b"Upgrade Required")
         if _http_version(request) < (1, 1):  # RFC 6455 section 4.2.1
             return _text(request, 400, _OLD_HTTP)
         channel = request.channel
