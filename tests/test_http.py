@@ -139,11 +139,12 @@ class DeadlineTests(TestCase):
         # a normal client on the same listener meanwhile is served
         code, _, _ = await http(server.address, "/healthz")
         self.assertEqual(code, 200)
-        await live.until(lambda: slow.lost.called, "the slow request to be dropped", timeout=3)
+        # twisted.web alone would hold it for 60 s: any bound well below proves the deadline
+        await live.until(lambda: slow.lost.called, "the slow request to be dropped", timeout=5)
         await trickling
         assert slow.lost_at is not None
         self.assertGreaterEqual(slow.lost_at - started, 0.45)
-        self.assertLess(slow.lost_at - started, 1.5)
+        self.assertLess(slow.lost_at - started, 4)
         self.assertEqual(slow.data, b"")  # dropped, not answered
 
     async def test_keep_alive_gets_the_deadline_again(self) -> None:
@@ -155,7 +156,7 @@ class DeadlineTests(TestCase):
         self.assertIn(" 200 ", status)
         answered = reactor.seconds()
         await live.until(lambda: client.lost.called, "the idle keep-alive connection to go",
-                         timeout=3)
+                         timeout=5)
         assert client.lost_at is not None
         self.assertGreaterEqual(client.lost_at - answered, 0.4)
 
@@ -237,6 +238,34 @@ class PeersTests(TestCase):
         await refused.lost.addTimeout(TIMEOUT, reactor)
         await live.until(lambda: peers.count("disconnected") == peers.count("connected") == 2
                          and not any(peers.open.values()), lambda: f"balance: {peers.calls}")
+
+    async def test_disconnected_once_after_an_upgrade_over_tls(self) -> None:
+        """Over ssl: the transport is a TLS wrapper: the upgraded protocol is inside it."""
+        from autobahn.twisted.websocket import WebSocketClientFactory
+        from twisted.internet import ssl
+        from twisted.internet.endpoints import SSL4ClientEndpoint
+
+        from .test_flow import TLSTests
+        from .wsclient import Client
+
+        key, cert = TLSTests.make_certificate(self)  # type: ignore[arg-type]
+        server = await live.serve(
+            self, listen=f"ssl:0:interface=127.0.0.1:privateKey={key}:certKey={cert}")
+        peers = site_of(server).peers = FakePeers(limit=10)
+        host, port = server.address.rsplit(":", 1)
+        factory = WebSocketClientFactory(f"wss://localhost:{port}/ws",
+                                         protocols=["wsservice.v1"])
+        factory.protocol = Client
+        endpoint = SSL4ClientEndpoint(reactor, host, int(port),
+                                      ssl.CertificateOptions(verify=False))
+        client = server.clients.add(await endpoint.connect(factory))
+        await client.opened
+        await client.hello()
+        self.assertEqual(peers.calls, [("connected", "127.0.0.1", True)])
+        client.dropConnection(abort=True)
+        await live.until(lambda: peers.count("disconnected") == 1, "disconnected()")
+        await live.sleep(0.1)
+        self.assertEqual(peers.count("disconnected"), 1)
 
     async def test_unix_peers_are_unix(self) -> None:
         server = await live.serve(self, unix=True)
