@@ -9,11 +9,15 @@ from typing import Any
 import autobahn
 import twisted
 from twisted.internet import reactor
+from twisted.internet.address import IPv4Address
+from twisted.internet.error import ConnectionDone
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, UNIXClientEndpoint
 from twisted.internet.protocol import Factory, Protocol
 from twisted.python.failure import Failure
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from wsservice import Settings, __version__
 
@@ -413,3 +417,47 @@ class HostCheckTests(TestCase):
             client = await raw(self, server.address, request)
             status, _ = await response_head(client)
             self.assertIn(" 403 ", status)
+
+
+class ChannelUnitTests(SynchronousTestCase):
+    """channel.HTTPChannel in memory, on a Clock: the deadline and the peers contract."""
+
+    def channel(self, peers: FakePeers | None = None) -> tuple[Any, StringTransport, Clock]:
+        from twisted.web.resource import Resource
+
+        from wsservice.channel import Site
+        from wsservice.hosts import HostPolicy
+        clock = Clock()
+        site = Site(Resource(), HostPolicy(), "wsservice", deadline=0.5, reactor=clock)
+        site.peers = peers
+        channel = site.buildProtocol(IPv4Address("TCP", "192.0.2.9", 4000))
+        transport = StringTransport(peerAddress=IPv4Address("TCP", "192.0.2.9", 4000))
+        channel.makeConnection(transport)
+        return channel, transport, clock
+
+    def test_bytes_do_not_move_the_deadline(self) -> None:
+        channel, transport, clock = self.channel()
+        for byte in b"GET / HTTP/1.1\r\nHost: x\r\n":
+            channel.dataReceived(bytes([byte]))
+            clock.advance(0.05)
+        self.assertTrue(transport.disconnecting)
+
+    def test_upgrade_to_nothing_known_releases_at_once(self) -> None:
+        peers = FakePeers(limit=1)
+        channel, transport, _ = self.channel(peers)
+        channel.upgraded(None)
+        self.assertEqual(peers.calls, [("connected", "192.0.2.9", True),
+                                       ("disconnected", "192.0.2.9", None)])
+        channel.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(peers.count("disconnected"), 1)
+
+    def test_refused_connection_is_never_released_and_ignores_its_bytes(self) -> None:
+        peers = FakePeers(limit=0)
+        channel, transport, _ = self.channel(peers)
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 503 Service Unavailable\r\n"))
+        self.assertTrue(transport.disconnecting)
+        written = transport.value()
+        channel.dataReceived(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.assertEqual(transport.value(), written)
+        channel.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(peers.calls, [("connected", "192.0.2.9", False)])

@@ -65,9 +65,9 @@ class HTTPChannel(http.HTTPChannel):
 
     _log = logger()
     site: Site
-    # the host connected() accepted, until disconnected() is called for it (or an upgraded
-    # protocol took that duty over)
-    _peer: str | None = None
+    # the peers object and host connected() accepted, until disconnected() is called for
+    # it (or an upgraded protocol took that duty over)
+    _peer: tuple[Peers, str] | None = None
     _refused = False
 
     def connectionMade(self) -> None:
@@ -79,7 +79,7 @@ class HTTPChannel(http.HTTPChannel):
         transport: Any = self.transport
         host = peer_host(transport.getPeer())
         if peers.connected(host):
-            self._peer = host
+            self._peer = (peers, host)
             return
         self._refused = True
         transport.write(_BUSY)
@@ -105,19 +105,18 @@ class HTTPChannel(http.HTTPChannel):
             self._release()
 
     def _release(self) -> None:
-        host, self._peer = self._peer, None
-        if host is not None:
-            peers = self.site.peers
-            if peers is not None:
-                peers.disconnected(host)
+        peer, self._peer = self._peer, None
+        if peer is not None:
+            peers, host = peer
+            peers.disconnected(host)
 
     def upgraded(self, protocol: IProtocol | None) -> None:
         """The transport now reports to ``protocol`` (a WebSocket), no more to this channel:
         its connectionLost tells ``peers`` from now on (None: nobody will; tell them now)."""
-        host, self._peer = self._peer, None
-        peers = self.site.peers
-        if host is None or peers is None:
+        peer, self._peer = self._peer, None
+        if peer is None:
             return
+        peers, host = peer
         if protocol is None:
             self._log.warn("upgraded to an unknown protocol: connection from {host} no more "
                            "counted", host=host)
