@@ -231,6 +231,16 @@ class PatternTests(_OriginCase):
             self.assertAllowed(policy, origin, "example.com")
             self.assertAllowed(policy, origin, None)
 
+    def test_null_pattern_allows_only_null(self):
+        policy = OriginPolicy(["null", "https://*.example.com"])
+        for origin in ("null", "NULL", " null "):
+            self.assertAllowed(policy, origin, "example.com")
+        self.assertAllowed(policy, "https://a.example.com", "h")
+        self.assertRefused(policy, "http://evil.org", "h")
+        self.assertRefused(policy, "file:///etc/passwd", "h")
+        self.assertTrue(policy.allow_null)
+        self.assertFalse(OriginPolicy().allow_null)
+
     def test_star_among_other_patterns(self):
         policy = OriginPolicy(["https://*.example.com", "*"])
         self.assertAllowed(policy, "http://evil.org", "example.com")

@@ -16,7 +16,8 @@ from wsservice.listener import ListenerService
 from wsservice.service import SessionService
 
 OPTION_NAMES = (
-    "listen", "handler", "path", "allowed-origin", "hello-timeout", "max-message-size",
+    "listen", "handler", "path", "allowed-origin", "allowed-host", "server-version",
+    "hello-timeout", "max-message-size",
     "max-depth", "max-inflight-calls", "call-timeout", "max-bad-messages", "max-sessions",
     "auth",
 )
@@ -42,6 +43,7 @@ class OptionsDefaultsTests(SynchronousTestCase):
         self.assertEqual(o["listen"], [DEFAULT_LISTEN])
         self.assertEqual(o["handler"], ["wsservice.demo:DemoApp"])
         self.assertEqual(o["allowed-origin"], [])
+        self.assertEqual(o["allowed-host"], [])
         self.assertEqual(o["path"], "/ws")
         self.assertIsNone(o["auth"])
         self.assertEqual(o["hello-timeout"], 10)
@@ -59,12 +61,17 @@ class OptionsDefaultsTests(SynchronousTestCase):
         self.assertEqual((s.fast_path, s.conformance_echo), (False, True))
         self.assertIn("--no-fast-path", str(tap.Options()))
 
+    def test_serverVersionSwitch(self) -> None:
+        self.assertIs(parse()["settings"].server_version, False)
+        self.assertIs(parse("--server-version")["settings"].server_version, True)
+
     def test_defaultSettings(self) -> None:
         s = parse()["settings"]
         self.assertIsInstance(s, Settings)
         self.assertEqual(s, Settings())
         self.assertEqual(s.path, "/ws")
         self.assertEqual(s.allowed_origins, ())
+        self.assertEqual(s.allowed_hosts, ())
         self.assertEqual(s.hello_timeout, 10)
         self.assertEqual(s.max_message_size, 1048576)
         self.assertEqual(s.max_depth, 32)
@@ -104,6 +111,12 @@ class OptionsValuesTests(SynchronousTestCase):
         self.assertEqual(o["allowed-origin"], ["https://*.example.com", "http://localhost:3000"])
         self.assertEqual(o["settings"].allowed_origins,
                          ("https://*.example.com", "http://localhost:3000"))
+
+    def test_repeatableAllowedHost(self) -> None:
+        o = parse("--allowed-host", "chat.example.com", "--allowed-host", "*.example.org")
+        self.assertEqual(o["allowed-host"], ["chat.example.com", "*.example.org"])
+        self.assertEqual(o["settings"].allowed_hosts, ("chat.example.com", "*.example.org"))
+        self.assertEqual(parse()["allowed-host"], [])
 
     def test_valuesReachSettings(self) -> None:
         s = parse("--path", "/socket", "--hello-timeout", "2.5", "--max-message-size", "100",
@@ -269,6 +282,11 @@ class MakeServiceTests(SynchronousTestCase):
             "tests.fixtures:Greeter; a name may be served once: rename one of them or leave "
             "one out",
             "--handler", "tests.fixtures:Greeter", "--handler", "tests.fixtures:OtherGreeter")
+
+    def test_badAllowedHost(self) -> None:
+        self.assertMistake("--allowed-host: not a host pattern (a name such as "
+                           "chat.example.com or *.example.com, an address, or *; no port): "
+                           "'chat.example.com:443'", "--allowed-host", "chat.example.com:443")
 
     def test_badAuth(self) -> None:
         self.assertMistake("--auth tests.fixtures:Greeter: does not provide IAuthenticator",

@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from .hosts import HostPolicy
 from .origin import OriginPolicy
 from .peers import parse_networks
 
@@ -57,8 +58,12 @@ class Settings:
     allowed_origins: tuple[str, ...] = ()
     # proxies (addresses or networks) whose X-Forwarded-For names the real client
     trusted_proxies: tuple[str, ...] = ()
+    # Host names a listener serves beyond loopback ones (hosts.HostPolicy; '*': any)
+    allowed_hosts: tuple[str, ...] = ()
     hello_timeout: float = _seconds(
-        10.0, "Seconds a client has to send hello after the handshake (else close 4408).")
+        10.0, "Seconds a client has to send its whole HTTP request after connecting, and "
+        "hello after the WebSocket handshake (else the connection is dropped, or closed "
+        "4408).")
     max_message_size: int = _count(
         1 * MiB, "Largest message accepted, in bytes (else close 1009).", unit="bytes")
     max_depth: int = _count(
@@ -116,6 +121,9 @@ class Settings:
     conformance_echo: bool = _switch(
         False, "conformance-echo", "Also serve /echo, echoing text and binary messages on "
         "the same WebSocket stack, for the Autobahn Testsuite. For conformance runs only.")
+    server_version: bool = _switch(
+        False, "server-version", "Name the wsservice version in HTTP Server headers "
+        "(by default they say 'wsservice' alone).")
     # Messages held while an asynchronous authenticator decides on a hello.
     max_pending_before_welcome: int = 64
 
@@ -126,6 +134,7 @@ class Settings:
             check(spec, getattr(self, spec.name))
         OriginPolicy(self.allowed_origins)  # raises ValueError on a malformed pattern
         parse_networks(self.trusted_proxies)  # likewise for a malformed address
+        HostPolicy(self.allowed_hosts)  # likewise
 
 
 # The Settings fields that are options taking a value (they have help text), and those that

@@ -56,6 +56,7 @@ class ListenerService(Service):
         self.port: IListeningPort | None = None
         self.whenListening: Deferred[IListeningPort] = Deferred()
         self._listening: Deferred | None = None
+        self.factory: Factory | None = None  # the one listening, once built
 
     def privilegedStartService(self) -> None:
         """Listen before privileges are shed, so low ports work; a bind error stops start-up."""
@@ -71,6 +72,7 @@ class ListenerService(Service):
         if self._listening is not None:
             return
         factory = self._factory if isinstance(self._factory, Factory) else self._factory()
+        self.factory = factory
         self._listening = d = self.endpoint.listen(factory)
         failures: list[Failure] = []
         d.addCallbacks(self._listened, failures.append)
@@ -83,6 +85,11 @@ class ListenerService(Service):
 
     def _listened(self, port: IListeningPort) -> IListeningPort:
         self.port = port
+        # a factory that cares where it listens (channel.Site: the Host check applies to
+        # loopback-only listeners) learns it now: tcp:0 and systemd: are known only now
+        listening = getattr(self.factory, "listening", None)
+        if callable(listening):
+            listening(port.getHost())
         self._log.info("listening on {description}: {url}", description=self.description,
                        url=describe(port, self._path, self.secure, self._page))
         self.whenListening.callback(port)

@@ -45,17 +45,22 @@ class OriginPolicy:
     """Decides whether a handshake's Origin may connect: same host as Host, or a pattern.
 
     Patterns are ``scheme://host[:port]``; ``*.`` in front of the host matches any
-    subdomains, ``:*`` any port, and ``*`` alone any origin.
+    subdomains, ``:*`` any port, ``null`` the opaque origin (sandboxed frames, ``file:``
+    pages) and ``*`` alone any origin.
     """
 
     def __init__(self, patterns: Iterable[str] = ()) -> None:
         self.patterns = tuple(p.strip().lower().rstrip("/") for p in patterns)
         self.allow_all = False
+        self.allow_null = False
         self._rules: list[tuple[str, re.Pattern[str], int | None]] = []
         for pattern in self.patterns:
             text = pattern
             if text == "*":
                 self.allow_all = True
+                continue
+            if text == "null":
+                self.allow_null = True
                 continue
             m = _PATTERN.match(text)
             if m is None:
@@ -73,7 +78,11 @@ class OriginPolicy:
         """True if a handshake with this Origin and Host headers may go ahead."""
         if origin is None or self.allow_all:
             return True
-        parsed = _split(origin.strip().lower())
+        text = origin.strip().lower()
+        if text == "null":
+            # any page can be opaque (a sandboxed iframe): never same-origin with anything
+            return self.allow_null
+        parsed = _split(text)
         if parsed is None:
             return False
         scheme, name, port = parsed

@@ -21,6 +21,7 @@ from .app import DEFAULT_LISTEN, WSService
 from .config import FLAG_FIELDS, OPTION_FIELDS, SettingError, Settings, bounds, check, kind
 from .endpoints import ListenError, parse
 from .errors import ConfigurationError
+from .hosts import HostPolicy
 from .log import logger
 from .peers import parse_networks
 from .service import SessionService
@@ -121,6 +122,7 @@ class Options(usage.Options):
         self["handler"] = []
         self["allowed-origin"] = []
         self["trusted-proxy"] = []
+        self["allowed-host"] = []
 
     def opt_listen(self, description: str) -> None:
         """Listen on a Twisted server endpoint string (repeatable; default """ \
@@ -141,6 +143,12 @@ class Options(usage.Options):
         """A proxy (address or CIDR network) whose X-Forwarded-For names the real client, """ \
             """so per-peer limits count that client (repeatable; default: none trusted)."""
         self["trusted-proxy"].append(address)
+
+    def opt_allowed_host(self, pattern: str) -> None:
+        """Also serve HTTP requests whose Host matches this name, e.g. chat.example.com """ \
+            """or *.example.com; '*' allows all (repeatable; default: a listener on loopback """ \
+            """serves only loopback names such as localhost, against DNS rebinding)."""
+        self["allowed-host"].append(pattern)
 
     def parseArgs(self, *args: str) -> None:
         """Positional arguments are a mistake: every setting is an --option."""
@@ -181,7 +189,12 @@ class Options(usage.Options):
         except ValueError as e:
             raise OptionError(f"--trusted-proxy: {e}") from e
         try:
+            HostPolicy(self["allowed-host"])
+        except ValueError as e:
+            raise OptionError(f"--allowed-host: {e}") from e
+        try:
             self["settings"] = Settings(allowed_origins=tuple(self["allowed-origin"]),
+                                        allowed_hosts=tuple(self["allowed-host"]),
                                         trusted_proxies=tuple(self["trusted-proxy"]), **values)
         except SettingError as e:  # only path is left unchecked by _coerce
             spec = OPTION_FIELDS[e.name]

@@ -5,14 +5,18 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Iterable
 
 import orjson
-from autobahn.twisted.resource import WebSocketResource
+from autobahn.twisted import resource as autobahn_resource
+from autobahn.twisted.websocket import WebSocketServerProtocol
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IProtocol, IReactorTime
+from twisted.protocols.policies import ProtocolWrapper
 from twisted.web.resource import Resource
-from twisted.web.server import Request, Site
+from twisted.web.server import NOT_DONE_YET, Request
 
-from ._version import __version__
+from ._version import __version__, server_header
+from .channel import HTTPChannel, Site
 from .errors import ConfigurationError
+from .hosts import HostPolicy
 from .websocket import EchoFactory, WebSocketFactory
 
 if TYPE_CHECKING:
@@ -51,6 +55,64 @@ class MetricsResource(_ServiceResource):
         return generate_latest(self.service.metrics.registry)
 
 
+_NOT_UPGRADE = b"This is a WebSocket endpoint: connect with a WebSocket client.\n"
+_OLD_HTTP = b"A WebSocket handshake needs HTTP/1.1 or later.\n"
+
+
+def _text(request: Request, code: int, body: bytes, phrase: bytes | None = None) -> bytes:
+    request.setResponseCode(code, phrase)
+    request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+    request.setHeader(b"cache-control", b"no-store")
+    return body
+
+
+def _http_version(request: Request) -> tuple[int, int]:
+    """(major, minor) of the request's HTTP version; (0, 9) when unreadable."""
+    _, _, number = request.clientproto.partition(b"/")
+    major, _, minor = number.partition(b".")
+    try:
+        return int(major), int(minor or b"0")
+    except ValueError:
+        return 0, 9
+
+
+class WebSocketResource(autobahn_resource.WebSocketResource):
+    """Autobahn's resource, with the HTTP answers RFC 6455 asks for before any handshake:
+    426 for a request without ``Upgrade: websocket`` (not Autobahn's status page, which
+    names its version), 400 for an HTTP version before 1.1 (Autobahn's resource replays
+    every request to its handshake as HTTP/1.1); and the channel told of the upgrade."""
+
+    def render(self, request: Request) -> bytes | int:
+        """Answer 426 or 400, or hand the connection to Autobahn's handshake."""
+        upgrade = request.getHeader(b"upgrade") or b""
+        if b"websocket" not in (token.strip().lower() for token in upgrade.split(b",")):
+            request.setHeader(b"upgrade", b"websocket")
+            request.setHeader(b"connection", b"Upgrade")
+            # twisted.web knows no phrase for 426 ("Unknown Status")
+            return _text(request, 426, _NOT_UPGRADE, b"Upgrade Required")
+        if _http_version(request) < (1, 1):  # RFC 6455 section 4.2.1
+            return _text(request, 400, _OLD_HTTP)
+        channel = request.channel
+        transport = channel.transport
+        result = super().render(request)
+        if result == NOT_DONE_YET and isinstance(channel, HTTPChannel):
+            channel.upgraded(_receiver(transport))
+        return result
+
+
+def _receiver(transport: Any) -> IProtocol | None:
+    """The protocol ``transport`` delivers to after Autobahn's resource took it over (the
+    same three cases, by public attributes, as its render), if it is a WebSocket's."""
+    protocol: Any
+    if isinstance(transport, ProtocolWrapper):  # TLS
+        protocol = transport.wrappedProtocol
+    elif isinstance(getattr(transport, "protocol", None), ProtocolWrapper):
+        protocol = transport.protocol.wrappedProtocol
+    else:
+        protocol = getattr(transport, "protocol", None)
+    return protocol if isinstance(protocol, WebSocketServerProtocol) else None
+
+
 def _place(root: Resource, path: str, resource: Any) -> None:
     """Put ``resource`` at ``path`` (e.g. '/ws' or '/api/ws') below ``root``."""
     segments = [s.encode("utf-8") for s in path.strip("/").split("/")]
@@ -86,10 +148,10 @@ def makeSite(service: SessionService, listener: str = "", secure: bool = False,
     _place(root, service.settings.path, WebSocketResource(factory))
     if service.settings.conformance_echo:
         _place(root, "echo", WebSocketResource(EchoFactory(service, listener, secure, reactor)))
-    site = Site(root, reactor=reactor) if reactor is not None else Site(root)
+    settings = service.settings
+    site = Site(root, HostPolicy(settings.allowed_hosts), server_header(settings.server_version),
+                deadline=settings.hello_timeout, reactor=reactor)
     site.displayTracebacks = False
-    # Access logs per request would be noise for a WebSocket server; errors are still logged.
-    site.log = lambda request: None  # type: ignore[method-assign]
     site.wsFactory = factory  # type: ignore[attr-defined]
     return site
 

@@ -10,7 +10,7 @@ from autobahn.websocket.types import ConnectionDeny
 from twisted.internet.interfaces import IReactorTime
 
 from . import fastpath
-from ._version import SERVER_NAME
+from ._version import server_header
 from .closecodes import CLOSE_INVALID_PAYLOAD, CLOSE_NORMAL, code_of
 from .connection import Connection
 from .log import logger
@@ -219,9 +219,9 @@ class WebSocketFactory(WebSocketServerFactory):
 
     def __init__(self, service: SessionService, listener: str = "", secure: bool = False,
                  reactor: IReactorTime | None = None) -> None:
-        super().__init__("wss://localhost" if secure else "ws://localhost",
-                         server=SERVER_NAME, reactor=reactor)
         settings = service.settings
+        super().__init__("wss://localhost" if secure else "ws://localhost",
+                         server=server_header(settings.server_version), reactor=reactor)
         self._batched_timer = _ExactTimers(self.reactor)
         self.corker = fastpath.Corker(self.reactor)
         self.service = service
@@ -242,6 +242,10 @@ class WebSocketFactory(WebSocketServerFactory):
             maxMessagePayloadSize=settings.max_message_size,
             maxFramePayloadSize=settings.max_message_size,
             perMessageCompressionAccept=_accept_deflate,
+            # Autobahn refuses Origin 'null' itself, with 400, unless this is set (its
+            # setProtocolOptions defaults it to False on every call); onConnect's
+            # OriginPolicy then refuses it with 403, or allows it when a pattern says so
+            allowNullOrigin=True,
             openHandshakeTimeout=settings.hello_timeout,
             closeHandshakeTimeout=5,
             # protocol errors (e.g. 1009 too big) are told to the client with a close frame,
