@@ -238,3 +238,24 @@ class AutobahnFloodTests(_Logged):
         [event] = [e for e in seen if e.get("x") == 1]
         self.assertEqual(event["log_namespace"], logflood.AUTOBAHN_NAMESPACE)
         self.assertEqual(self.summaries(), [])
+
+    def test_other_autobahn_warnings_and_tls_errors_bounded(self) -> None:
+        log = self.factory.protocol.log  # what Autobahn's code calls as self.log
+        for _ in range(N):
+            log.error("TLS failure: bad certificate")  # as in connectionLost
+            log.warn("odd {n}", n=1)
+        lines = self.lines("autobahn")
+        self.assertEqual([_text(e) for e in lines], ["TLS failure: bad certificate", "odd 1"])
+        self.reactor.advance(logflood.DEFAULT_INTERVAL)
+        self.assertEqual(self.summaries()[0]["held"], {logflood.TLS_ERROR: N - 1,
+                                                       logflood.OTHER_AUTOBAHN: N - 1})
+
+    def test_nothing_patched_only_the_factory_class_routed(self) -> None:
+        from autobahn.twisted.websocket import WebSocketServerProtocol
+
+        from wsservice.websocket import WebSocketProtocol
+        # Autobahn's classes and wsservice's own protocol class keep their loggers: only the
+        # class each factory makes for itself routes through its service's LogFlood
+        self.assertNotIn("log", WebSocketProtocol.__dict__)
+        self.assertIsNot(self.factory.protocol.log, WebSocketServerProtocol.log)
+        self.assertIn("log", self.factory.protocol.__dict__)
