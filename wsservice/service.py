@@ -447,7 +447,7 @@ class SessionService(Service):
     def _ping(self, session: Session, msg: wire.Ping) -> None:
         try:
             frame = wire.encode_pong(msg.data)
-        except TypeError:  # orjson refuses what it parsed only for exotic ints; stay safe
+        except TypeError:  # not expected: decode refuses the integers orjson cannot write
             frame = wire.encode_pong(None)
         session.send(frame, "pong")
 
@@ -496,7 +496,7 @@ class SessionService(Service):
             return
         try:
             self.publish(msg.topic, msg.data)
-        except TypeError:  # data orjson parsed but cannot write back (e.g. a huge integer)
+        except TypeError:  # not expected (decode refuses integers orjson cannot write)
             session.error(errors.BAD_MESSAGE, "data cannot be published", None, msg.id)
             return
         if msg.id is not None:
