@@ -6,6 +6,7 @@ demo's sleep) is a Clock the tests advance: nothing waits on, or races, the wall
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 from typing import Any
@@ -205,6 +206,39 @@ class _EndToEnd:
         params = {"text": "héllo", "list": [1, 2.5, None, True]}
         self.assertEqual(await c.call("echo", params, id="a"),
                          {"type": "result", "id": "a", "result": params})
+
+    async def test_integers_exact_or_bad_json(self) -> None:
+        c, _ = await self.session()
+        # never silently a float: out of the signed 64-bit range is bad_json (the call's id
+        # kept, so that the call is answered)
+        c.sendRaw(b'{"type":"call","id":1,"method":"echo","params":100000000000000000000000000000}')
+        reply = await self.expect_error(c, "bad_json", 1)
+        self.assertEqual(reply["error"]["message"], "integer out of range")
+        c.sendRaw(b'{"type":"call","id":2,"method":"echo","params":[9223372036854775808]}')
+        await self.expect_error(c, "bad_json", 2)
+        bounds = [2 ** 63 - 1, -(2 ** 63)]
+        self.assertEqual(await c.call("echo", bounds, id=3),
+                         {"type": "result", "id": 3, "result": bounds})
+        digits = "1234567890123456789012345"
+        self.assertEqual(await c.call("echo", {digits: digits}, id=4),
+                         {"type": "result", "id": 4, "result": {digits: digits}})
+
+    async def test_resume_past_the_last_seq_is_a_new_session(self) -> None:
+        for last_seq in (2 ** 70, 2):  # 2 is the session's seq + 1
+            c, welcome = await self.session()
+            self.assertEqual((await c.call("push", {"count": 1, "event": "tick"}))["seq"], 1)
+            c.dropConnection(abort=True)
+            await c.closed
+            await self.wait_detached(welcome["session"])
+            c2 = await self.client()
+            resume = {"session": welcome["session"], "token": welcome["token"],
+                      "last_seq": last_seq}
+            c2.sendRaw(b'{"type":"hello","resume":%s}' % json.dumps(resume).encode())
+            fresh = await c2.next()
+            self.assertEqual(fresh["type"], "welcome", fresh)
+            self.assertFalse(fresh["resumed"])
+            self.assertNotEqual(fresh["session"], welcome["session"])
+            self.assertEqual((await c2.call("echo", 1))["result"], 1)
 
     async def test_call_fail_is_internal_without_traceback(self) -> None:
         c, _ = await self.session()

@@ -58,6 +58,11 @@ class Extra(Handler):
     def unserializable(self, session: Any, params: Any) -> Any:
         return object()
 
+    @call("huge")
+    def huge(self, session: Any, params: Any) -> Any:
+        """An integer beyond 64 bits, which orjson cannot write."""
+        return {"n": 10 ** 29, "m": [-(2 ** 70)]}
+
     @call("unserializable_later")
     def unserializable_later(self, session: Any, params: Any) -> Deferred:
         d: Deferred = Deferred()
@@ -434,6 +439,21 @@ class CallTests(ServiceTestCase):
         self.assertError(c.call("unserializable", None, id=1), "internal", 1)
         self.assertIsNone(c.closed)
         self.assertEqual(c.call("echo", 1, id=2)["result"], 1)
+
+    def test_huge_integer_result_is_exact(self) -> None:
+        # the client gets what the handler returned, not internal and not a float
+        c = self.client()
+        c.call("huge", None, id=1)
+        self.assertEqual(c.link.frames[-1], b'{"type":"result","id":1,"result":{"n":'
+                         b'100000000000000000000000000000,"m":[-1180591620717411303424]}}')
+        self.assertEqual(self.flushLoggedErrors(), [])
+
+    def test_huge_integer_param_is_bad_json_with_the_call_id(self) -> None:
+        c = self.client()
+        c.sendRaw(b'{"type":"call","id":5,"method":"echo","params":100000000000000000000000000000}')
+        self.assertEqual(c.received(), [{"type": "error", "id": 5, "error": {
+            "code": "bad_json", "message": "integer out of range"}}])
+        self.assertIsNone(c.closed)
 
     def test_unserializable_deferred_result_is_internal(self) -> None:
         c = self.client()

@@ -309,6 +309,110 @@ class DecodeBadJsonTests(_WireCase):
             self.assertWireError(payload, BAD_JSON, kind=None, id=None)
 
 
+# -- exact integers ----------------------------------------------------------------------------
+
+class IntegerRangeTests(_WireCase):
+    """An integer outside the signed 64-bit range is bad_json, never silently a float."""
+
+    def assertOutOfRange(self, payload, id=None):
+        e = self.assertWireError(payload, BAD_JSON, kind=None, id=id)
+        self.assertEqual(e.message, "integer out of range")
+
+    def test_huge_integer_is_bad_json(self):
+        for n in (10 ** 29, -(10 ** 29), 2 ** 63, 2 ** 64 - 1, 2 ** 64, -(2 ** 63) - 1,
+                  2 ** 70, 10 ** 300):
+            # a call keeps its id, so that it is answered (§3)
+            self.assertOutOfRange(enc({"type": "call", "id": 1, "method": "echo",
+                                       "params": n}), id=1)
+            self.assertOutOfRange(enc({"type": "call", "id": "c", "method": 5,
+                                       "params": [n]}), id="c")
+            for obj in ({"type": "ping", "data": [1, {"a": n}]},
+                        {"type": "call", "id": True, "method": "echo", "params": n},
+                        {"type": "event", "event": "e", "data": n},
+                        {"type": "call", "id": n, "method": "echo"},
+                        {"type": "ack", "seq": n},
+                        {"type": "hello", "auth": n},
+                        {"type": "nope", "x": n}):
+                self.assertOutOfRange(enc(obj))
+
+    def test_64_bit_bounds_are_exact(self):
+        for n in (2 ** 63 - 1, -(2 ** 63), 10 ** 18, -(10 ** 18), 0):
+            message = self.assertDecodes({"type": "call", "id": n, "method": "echo",
+                                          "params": [n, {"n": n}]},
+                                         Call(n, "echo", [n, {"n": n}]))
+            self.assertIs(type(message.params[0]), int)
+
+    def test_long_digit_runs_that_are_not_integers(self):
+        self.assertDecodes({"type": "ping", "data": "1234567890123456789012345"},
+                           Ping("1234567890123456789012345"))
+        self.assertDecodes({"type": "ping", "data": {"1234567890123456789012345": 1}},
+                           Ping({"1234567890123456789012345": 1}))
+        # floats stay floats, however many digits they are written with
+        self.assertDecodes(b'{"type":"ping","data":0.1234567890123456789012345}',
+                           Ping(0.1234567890123456789012345))
+        self.assertDecodes(b'{"type":"ping","data":12345678901234567890123e-3}',
+                           Ping(12345678901234567890123e-3))
+        self.assertDecodes(b'{"type":"ping","data":1e300}', Ping(1e300))
+
+    def test_many_digits_in_short_numbers(self):
+        # many digits, no run of 19: the quick path, exact
+        data = [1733243265123, 1733243265124, 17]
+        self.assertDecodes({"type": "ping", "data": data}, Ping(data))
+
+    def test_other_number_edges(self):
+        # orjson refuses what overflows a double and the non-JSON constants: bad_json
+        for payload in (b'{"type":"ping","data":1e400}', b'{"type":"ping","data":-1e400}',
+                        b'{"type":"ping","data":NaN}', b'{"type":"ping","data":-Infinity}',
+                        b'{"type":"ping","data":' + b"9" * 400 + b"}"):
+            self.assertWireError(payload, BAD_JSON, kind=None, id=None)
+        self.assertDecodes(b'{"type":"ping","data":-0}', Ping(0))
+        message = self.assertDecodes(b'{"type":"ping","data":-0.0}', Ping(-0.0))
+        self.assertEqual(str(message.data), "-0.0")
+        self.assertDecodes(b'{"type":"ping","data":1e-400}', Ping(0.0))
+
+    def test_resume_last_seq_may_be_any_non_negative_integer(self):
+        for n in (2 ** 63, 2 ** 70, 10 ** 100):
+            resume = {"session": "s", "token": "t", "last_seq": n}
+            message = self.assertDecodes({"type": "hello", "resume": resume, "meta": {"a": 1}},
+                                         Hello(None, Resume("s", "t", n), {"a": 1}))
+            self.assertIs(type(message.resume.last_seq), int)
+
+    def test_resume_last_seq_exception_is_narrow(self):
+        resume = {"session": "s", "token": "t", "last_seq": 2 ** 70}
+        # negative, in another message, or beside another huge integer: out of range
+        self.assertOutOfRange(enc({"type": "hello", "resume": dict(resume,
+                                                                   last_seq=-(2 ** 70))}))
+        self.assertOutOfRange(enc({"type": "ack", "resume": resume}))
+        self.assertOutOfRange(enc({"type": "hello", "resume": resume, "auth": 2 ** 70}))
+        self.assertOutOfRange(enc({"type": "hello", "resume": resume, "meta": {"x": 2 ** 64}}))
+        self.assertOutOfRange(enc({"type": "hello", "resume": {"last_seq": 2 ** 70},
+                                   "auth": {"resume": resume}}))
+
+    @_PROPERTY
+    @given(st.recursive(st.integers() | st.text(alphabet="0123456789", max_size=30),
+                        lambda c: st.lists(c, max_size=4)
+                        | st.dictionaries(st.text(alphabet="0123456789", max_size=25), c,
+                                          max_size=4), max_leaves=8))
+    def test_integers_exact_or_out_of_range(self, data):
+        ints: list[int] = []
+
+        def walk(v):
+            if type(v) is int:
+                ints.append(v)
+            elif type(v) is list:
+                for x in v:
+                    walk(x)
+            elif type(v) is dict:
+                for x in v.values():
+                    walk(x)
+        walk(data)
+        payload = enc({"type": "ping", "data": data})
+        if all(wire.INT_MIN <= n <= wire.INT_MAX for n in ints):
+            self.assertDecodes(payload, Ping(data))
+        else:
+            self.assertOutOfRange(payload)
+
+
 # -- nesting depth -----------------------------------------------------------------------------
 
 class DepthTests(_WireCase):
@@ -681,6 +785,21 @@ class EncoderTests(SynchronousTestCase):
         # an error with id encoded by the server has the shape a client error must have
         self.assertEqual(wire.decode(wire.encode_error("c", "m", {"d": 1}, 5)),
                          Error(5, "c", "m", {"d": 1}))
+
+
+    def test_result_with_huge_integers_is_exact(self):
+        frame = wire.encode_result(7, {"n": 10 ** 29, "l": [-(2 ** 70), (2 ** 64 - 1,)],
+                                       "f": 1.5})
+        self.assertEqual(frame, b'{"type":"result","id":7,"result":{"n":'
+                                b'100000000000000000000000000000,"l":[-1180591620717411303424,'
+                                b'[18446744073709551615]],"f":1.5}}')
+        self.assertEqual(json.loads(wire.encode_result(1, 2 ** 200))["result"], 2 ** 200)
+
+    def test_result_not_json_still_type_error(self):
+        cycle: list = [2 ** 70]
+        cycle.append(cycle)
+        for value in (object(), {1: 2 ** 70}, [2 ** 70, object()], 10 ** 5000, cycle):
+            self.assertRaises(TypeError, wire.encode_result, 1, value)
 
 
 # -- property tests ----------------------------------------------------------------------------

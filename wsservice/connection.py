@@ -11,12 +11,13 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.python.failure import Failure
 
-from . import errors, wire
+from . import errors, logflood, wire
 from .auth import AuthRequest
 from .config import Settings
 from .errors import ApplicationError
 from .interfaces import ISessionRecord
 from .log import logger
+from .logflood import LogFlood
 from .metrics import Metrics
 from .reasons import Close
 from .session import Link, Session
@@ -32,6 +33,7 @@ class ConnectionHost(Protocol):
     clock: IReactorTime
     settings: Settings
     metrics: Metrics
+    logs: LogFlood
 
     def room(self, peer: str) -> str | None:
         """Make room for a new session of ``peer``; None, or why there is none."""
@@ -246,13 +248,18 @@ class Connection:
     def _unauthenticated(self, failure: Failure) -> None:
         if self.state != AUTHENTICATING:
             return
+        logs = self.service.logs
         if isinstance(failure.value, ApplicationError):
             message = failure.value.message
         else:
-            self._log.failure("authenticator failed unexpectedly", failure)
+            if logs.admit(logflood.AUTHENTICATOR_FAILURE):
+                self._log.failure("authenticator failed unexpectedly", failure)
             message = "authentication failed"
-        self._log.info("hello from {peer} refused: {message}",
-                       peer=self._request.peer if self._request else "?", message=message)
+        # one per refused client: anyone can send a bad credential as often as they connect
+        if logs.admit(logflood.HELLO_REFUSED):
+            # not a field named 'message': the legacy log bridge overwrites that one with ()
+            self._log.info("hello from {peer} refused: {why}",
+                           peer=self._request.peer if self._request else "?", why=message)
         self._refuse(errors.UNAUTHORIZED, message, Close.UNAUTHORIZED)
 
     def _refuse(self, code: str, message: str, reason: Close) -> None:

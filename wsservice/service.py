@@ -18,7 +18,7 @@ from twisted.internet.defer import (
 from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 
-from . import errors, wire
+from . import errors, logflood, wire
 from ._version import SERVER_NAME
 from .auth import AnonymousAuthenticator, AuthRequest
 from .config import Settings
@@ -26,6 +26,7 @@ from .connection import Connection
 from .errors import ApplicationError
 from .interfaces import IAuthenticator, IBroker, ISessionRecord, ISessionStore
 from .log import logger
+from .logflood import LogFlood
 from .memorybroker import MemoryBroker
 from .memorystore import MemorySessionStore
 from .metrics import Metrics
@@ -91,6 +92,8 @@ class SessionService(Service):
         stats = getattr(self.store, "replayStats", None)
         if stats is not None:
             self.metrics.replay = stats
+        # the log lines clients can cause, bounded per interval on the service's clock
+        self.logs = LogFlood(self.clock)
         self._labels = itertools.count(1)
         heartbeat = settings.heartbeat
         self._heartbeat = int(heartbeat) if heartbeat == int(heartbeat) else heartbeat
@@ -121,11 +124,18 @@ class SessionService(Service):
 
     # -- lifecycle ------------------------------------------------------------------------------
 
+    def startService(self) -> None:
+        """Start taking connections; client-caused log lines are bounded from now on."""
+        self.logs.open()
+        super().startService()
+
     def stopService(self) -> Deferred:
         """Drain: refuse new sessions, close every connection going-away (sessions stay
         resumable), and fire once all are gone or ``drain_timeout`` has passed (the rest
         are dropped)."""
         super().stopService()
+        # what was held back is written now, and no timer outlives the service
+        self.logs.close()
         if not self.connections:
             return succeed(None)
         self._log.info("draining {count} connections (at most {timeout:g} s)",
@@ -277,8 +287,9 @@ class SessionService(Service):
             try:
                 observer.sessionOpened(session)
             except Exception:
-                self._log.failure("observer {observer!r} failed on sessionOpened",
-                                  observer=observer)
+                if self.logs.admit(logflood.OBSERVER_FAILURE):
+                    self._log.failure("observer {observer!r} failed on sessionOpened",
+                                      observer=observer)
         return session
 
     def claim(self, request: wire.Resume) -> Deferred[Claim | None]:
@@ -311,9 +322,10 @@ class SessionService(Service):
         self._attached(session)
         if claim.replay is None:
             # The client holds a gap we cannot fill: it gets a new session and must know.
-            self._log.info("session {session} cannot be resumed after seq {last} (has "
-                           "{seq}); ending it", session=session.label, last=request.last_seq,
-                           seq=session.seq)
+            if self.logs.admit(logflood.RESUME_GAP):
+                self._log.info("session {session} cannot be resumed after seq {last} (has "
+                               "{seq}); ending it", session=session.label,
+                               last=request.last_seq, seq=session.seq)
             self.end(session, "expired", Close.TAKEN_OVER,
                      "session taken over and could not be resumed")
             return None
@@ -355,8 +367,9 @@ class SessionService(Service):
             try:
                 observer.sessionClosed(session, reason)
             except Exception:
-                self._log.failure("observer {observer!r} failed on sessionClosed",
-                                  observer=observer)
+                if self.logs.admit(logflood.OBSERVER_FAILURE):
+                    self._log.failure("observer {observer!r} failed on sessionClosed",
+                                      observer=observer)
 
     def disconnect(self, session: Session, reason: Close, text: str) -> None:
         """Close a session's connection for ``reason``; the session stays resumable."""
@@ -418,8 +431,9 @@ class SessionService(Service):
         if session.misbehaved() > self.settings.max_bad_messages:
             close = (Close.RATE_LIMITED if code == errors.RATE_LIMITED
                      else Close.PROTOCOL_VIOLATION)
-            self._log.info("session {session}: too many bad messages, closing ({why})",
-                           session=session.label, why=close.value)
+            if self.logs.admit(logflood.TOO_MANY_BAD):
+                self._log.info("session {session}: too many bad messages, closing ({why})",
+                               session=session.label, why=close.value)
             self.disconnect(session, close, "too many bad messages")
 
     def _event(self, session: Session, msg: wire.Event) -> None:
@@ -513,7 +527,7 @@ class SessionService(Service):
     def _ping(self, session: Session, msg: wire.Ping) -> None:
         try:
             frame = wire.encode_pong(msg.data)
-        except TypeError:  # orjson refuses what it parsed only for exotic ints; stay safe
+        except TypeError:  # not expected: decode refuses the integers orjson cannot write
             frame = wire.encode_pong(None)
         session.send(frame, "pong")
 
@@ -562,7 +576,7 @@ class SessionService(Service):
             return
         try:
             self.publish(msg.topic, msg.data)
-        except TypeError:  # data orjson parsed but cannot write back (e.g. a huge integer)
+        except TypeError:  # not expected (decode refuses integers orjson cannot write)
             session.error(errors.BAD_MESSAGE, "data cannot be published", None, msg.id)
             return
         if msg.id is not None:

@@ -10,12 +10,13 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from . import errors, wire
+from . import errors, logflood, wire
 from .closecodes import check_code
 from .config import Settings
 from .errors import ApplicationError, RemoteError, SessionClosed
 from .interfaces import IBroker, IDeliverable, ISession, ISessionRecord
 from .log import logger
+from .logflood import LogFlood
 from .metrics import Metrics
 from .reasons import Close
 
@@ -40,6 +41,7 @@ class SessionHost(Protocol):
     settings: Settings
     metrics: Metrics
     broker: IBroker
+    logs: LogFlood
 
     def publish(self, topic: str, data: Any = None) -> Deferred[None]:
         """Publish on ``topic``."""
@@ -251,9 +253,10 @@ class Session:
         try:
             frame = wire.encode_result(call_id, result)
         except TypeError as e:
-            self._log.error(
-                "{session}: result of call {id!r} is not JSON-serializable: {err}",
-                session=self.label, id=call_id, err=e)
+            if self._host.logs.admit(logflood.UNSERIALIZABLE_RESULT):
+                self._log.error(
+                    "{session}: result of call {id!r} is not JSON-serializable: {err}",
+                    session=self.label, id=call_id, err=e)
             self.error(errors.INTERNAL, "internal error", None, call_id)
             return
         link = self._link  # send(), inline: one reply per call
@@ -279,8 +282,11 @@ class Session:
         if isinstance(exc, ApplicationError):
             self.error(exc.code, exc.message, exc.data, call_id)
         else:
-            self._log.failure("{session}: {what} failed", failure,
-                              session=self.label, what=what)
+            # a client may call a failing handler as often as it likes: the tracebacks
+            # are rate-limited, the client's answer is not
+            if self._host.logs.admit(logflood.HANDLER_FAILURE):
+                self._log.failure("{session}: {what} failed", failure,
+                                  session=self.label, what=what)
             self.error(errors.INTERNAL, "internal error", None, call_id)
 
     # -- the client's calls ---------------------------------------------------------------------

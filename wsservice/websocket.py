@@ -9,7 +9,7 @@ from autobahn.websocket.compress import PerMessageDeflateOffer, PerMessageDeflat
 from autobahn.websocket.types import ConnectionDeny
 from twisted.internet.interfaces import IReactorTime
 
-from . import fastpath
+from . import fastpath, logflood
 from ._version import server_header
 from .closecodes import CLOSE_INVALID_PAYLOAD, CLOSE_NORMAL, code_of
 from .connection import Connection
@@ -123,7 +123,8 @@ class WebSocketProtocol(WebSocketServerProtocol):
             else:
                 connection.received(payload)
         except Exception:
-            self._log.failure("unexpected failure handling a message; closing 1011")
+            if self.factory.service.logs.admit(logflood.ADAPTER_FAILURE):
+                self._log.failure("unexpected failure handling a message; closing 1011")
             self.close(Close.INTERNAL_ERROR, "internal error")
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
@@ -169,8 +170,9 @@ class WebSocketProtocol(WebSocketServerProtocol):
     def _slow_consumer(self) -> None:
         connection = self._connection
         if connection is not None and self.state == self.STATE_OPEN:
-            self._log.info("slow consumer {peer}: over {limit} bytes waiting; closing 4508",
-                           peer=self.peer, limit=self.factory.max_send_queue)
+            if self.factory.service.logs.admit(logflood.SLOW_CONSUMER):
+                self._log.info("slow consumer {peer}: over {limit} bytes waiting; closing "
+                               "4508", peer=self.peer, limit=self.factory.max_send_queue)
             # Nothing more is queued once closing (Autobahn drops sends when not OPEN), and
             # the close-handshake timeout drops a client that never reads.
             connection.close(Close.SLOW_CONSUMER, "slow consumer")
@@ -234,7 +236,10 @@ class WebSocketFactory(WebSocketServerFactory):
         # unless the class already has it: ~30 entries in every connection's __dict__. A
         # class per factory holding them once keeps idle connections small;
         # setProtocolOptions() below keeps it in step.
-        self.protocol = type(self.protocol.__name__, (self.protocol,), {})  # type: ignore[assignment]
+        # Its Autobahn logger too: per-connection lines any client can cause go through
+        # the service's flood bounds (logflood).
+        self.protocol = type(self.protocol.__name__, (self.protocol,),  # type: ignore[assignment]
+                             {"log": service.logs.autobahnLogger()})
         self._own_class = self.protocol
         if self.fast:
             fastpath.install(self.protocol)  # on this factory's own class only

@@ -5,6 +5,7 @@ Nothing here knows about Twisted, sockets or sessions, so it is unit-testable an
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any, Callable, Union
 
@@ -19,6 +20,21 @@ MAX_TOPIC_LENGTH = 256
 _loads = orjson.loads
 _dumps = orjson.dumps
 _JSONDecodeError = orjson.JSONDecodeError
+_Fragment = orjson.Fragment
+
+# Integers a message may carry: the signed 64-bit range. orjson would read a longer integer
+# as a float (10**29 -> 1.2345678901234568e+29), silently inexact.
+INT_MIN = -(2 ** 63)
+INT_MAX = 2 ** 63 - 1
+# The shortest integer literal outside that range has 19 digits. A payload with no more
+# than this many digits and '{' '[' brackets in all needs neither the exact check nor the
+# depth walk.
+_QUICK_MARKS = 18
+_MARKS = b"0123456789{["
+# digits become b"0", anything else b" ": a run of 19 digits is then a plain substring (a
+# translate and a find cost less than half of a regex search here)
+_DIGIT_CLASSES = bytes(48 if 48 <= b <= 57 else 32 for b in range(256))
+_RUN = b"0" * 19
 
 CallId = Union[str, int]
 
@@ -296,6 +312,43 @@ def depth(value: Any, limit: int | None = None) -> int:
     return deepest
 
 
+def _exact(payload: bytes, obj: dict) -> dict:
+    """``obj`` (orjson's reading of ``payload``) if every integer in it is exact, else
+    WireError ``bad_json``; a hello's ``resume.last_seq`` alone may be any size.
+
+    The slow path, taken only for a payload with a run of 19 digits: the stdlib parser
+    reads every integer exactly (digits inside strings are not integers). orjson has
+    already accepted the text, so both read the same JSON.
+    """
+    big: list[int] = []
+
+    def parse_int(text: str) -> int:
+        if len(text) < 19:
+            return int(text)  # always in range
+        # (orjson has refused any number past a double's range, 309 digits: int() copes)
+        n = int(text)
+        if n < INT_MIN or n > INT_MAX:
+            big.append(n)
+        return n
+
+    try:
+        exact = json.loads(payload.decode("utf-8"), parse_int=parse_int)
+    except (ValueError, RecursionError):  # not expected: orjson read it
+        raise WireError(errors.BAD_JSON, "not valid JSON") from None
+    if not big:
+        return obj
+    # A last_seq past any seq is valid: the store answers it with a new session (§2).
+    resume = exact.get("resume")
+    if len(big) == 1 and big[0] > 0 and exact.get("type") == "hello" \
+            and type(resume) is dict and resume.get("last_seq") is big[0]:
+        return exact
+    # A call whose own id is sound is answered with that id: every call gets one reply (§3).
+    call_id = exact.get("id")
+    raise WireError(errors.BAD_JSON, "integer out of range",
+                    call_id if exact.get("type") == "call" and _is_id(call_id)
+                    and call_id not in big else None)
+
+
 def decode(payload: bytes, max_depth: int = 32) -> Message:
     """Parse one text message; raise WireError (bad_json / bad_message) if it breaks the spec."""
     try:
@@ -310,9 +363,16 @@ def decode(payload: bytes, max_depth: int = 32) -> Message:
         raise WireError(errors.BAD_JSON, "not valid JSON") from None
     if type(obj) is not dict:
         raise WireError(errors.BAD_JSON, "a message must be a JSON object")
-    # Cheap bound first: fewer brackets than the limit cannot nest past it.
-    if payload.count(b"{") + payload.count(b"[") > max_depth and depth(obj, max_depth) > max_depth:
+    # One C-speed pass counts digits and opening brackets together (costing about what the
+    # two bracket counts it replaces did): a typical message has few of either and skips
+    # both checks below.
+    marks = len(payload) - len(payload.translate(None, _MARKS))
+    # Cheap bounds first: fewer brackets than the limit cannot nest past it.
+    if marks > max_depth and payload.count(b"{") + payload.count(b"[") > max_depth \
+            and depth(obj, max_depth) > max_depth:
         raise WireError(errors.BAD_JSON, f"nested deeper than {max_depth}")
+    if marks > _QUICK_MARKS and _RUN in payload.translate(_DIGIT_CLASSES):
+        obj = _exact(payload, obj)
     kind = obj.get("type")
     parse = PARSERS.get(kind) if type(kind) is str else None
     if parse is None:
@@ -376,9 +436,30 @@ def encode_call(call_id: CallId, method: str, params: Any, seq: int) -> bytes:
     return stamp(call_prefix(call_id, method, params), seq)
 
 
+def _wide(value: Any) -> Any:
+    """``value`` with every integer orjson cannot write (beyond 64 bits) as its exact digits."""
+    t = type(value)
+    if t is int:
+        return value if -(2 ** 63) <= value < 2 ** 64 else _Fragment(str(value).encode())
+    if t is dict:
+        return {k: _wide(v) for k, v in value.items()}
+    if t is list or t is tuple:
+        return [_wide(v) for v in value]
+    return value
+
+
 def encode_result(call_id: CallId, result: Any) -> bytes:
-    """Encode a ``result`` answering a client request."""
-    return _dumps({"type": "result", "id": call_id, "result": result})
+    """Encode a ``result`` answering a client request; a handler's integer beyond 64 bits is
+    written exactly (never as a float, never refused)."""
+    try:
+        return _dumps({"type": "result", "id": call_id, "result": result})
+    except TypeError:
+        # off the hot path: only a result orjson refused is walked
+        try:
+            wide = _wide(result)
+        except (ValueError, RecursionError) as e:  # past int()'s 4300 digits; a cycle
+            raise TypeError(f"result cannot be written: {e}") from None
+        return _dumps({"type": "result", "id": call_id, "result": wide})
 
 
 def encode_error(code: str, message: str, data: Any = None, call_id: CallId | None = None) -> bytes:
