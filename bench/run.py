@@ -11,7 +11,8 @@ one core, and the load generator (``node loadgen.js``, the ``ws`` package) pinne
 then stops the server with SIGTERM. Servers:
 
 - wsservice: ``.venv/bin/twistd -n --pidfile= wsservice`` with the demo app, a ``tcp:`` and a
-  ``unix:`` listener, rate limit and session limit raised out of the way.
+  ``unix:`` listener, rate limit, session limits and per-peer connection limits raised out
+  of the way (every load-generator connection comes from 127.0.0.1).
 - no-fast-path: the same with ``--no-fast-path`` (Autobahn's public send and receive paths).
 - baseline: ``bench/baseline_autobahn.py``, a bare Autobahn/Twisted JSON echo server (orjson,
   prepared-message broadcast for topics, no session layer), same two listeners.
@@ -68,7 +69,12 @@ class ServerSpec:
 def wsservice_command(tcp: str, unix: str) -> list[str]:
     return [venv("twistd"), "-n", "--pidfile=", "wsservice",
             "--listen", tcp, "--listen", unix,
-            "--rate", "1e9", "--burst", "1000000000", "--max-sessions", "100000"]
+            "--rate", "1e9", "--burst", "1000000000", "--max-sessions", "100000",
+            # every load-generator connection comes from 127.0.0.1: lift the per-peer
+            # limits (5000 idle sessions, thousands of connects a second) and the total
+            "--max-connections", "100000", "--max-peer-connections", "100000",
+            "--max-sessions-per-peer", "100000", "--peer-connect-rate", "1e9",
+            "--peer-connect-burst", "1000000000"]
 
 
 def slow_path_command(tcp: str, unix: str) -> list[str]:

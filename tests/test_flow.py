@@ -149,13 +149,19 @@ class MaxSessionsTests(_Server, TestCase):
         code, _ = await second.waitClosed()
         self.assertEqual(code, 1013)
 
-    async def test_too_many_connections_refuses_1013(self) -> None:
+    async def test_too_many_connections_refused_503_at_accept(self) -> None:
+        """max_connections counts from the TCP accept: past it, HTTP 503 before any
+        WebSocket; once a connection goes, the next one gets in."""
         await self.start(Settings(max_connections=1))
         first = await self.client()
         await first.hello()
+        code, headers, body = await http(self.address, "/ws", handshake_headers())
+        self.assertEqual(code, 503)
+        first.transport.abortConnection()
+        await first.closed
+        await live.until(lambda: self.service.sessions.peers.total == 0, "first counted out")
         second = await self.client()
-        code, _ = await second.waitClosed()
-        self.assertEqual(code, 1013)
+        await second.hello()
 
 
 class DrainTests(_Server, TestCase):

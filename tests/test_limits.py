@@ -11,7 +11,7 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import TestCase
 
 from tests import live
-from tests.wsclient import TIMEOUT, connect
+from tests.wsclient import TIMEOUT, connect, handshake_headers, http
 from wsservice import Settings
 from wsservice.memorystore import MemorySessionStore
 from wsservice.peers import PeerLimits, parse_networks, peer_host, peer_key
@@ -253,3 +253,42 @@ class LockoutTests(TestCase):
         self.assertIs(welcome["resumed"], False)
         self.assertEqual(service.metrics.sessions_closed["evicted"], 401)
         self.assertEqual(await client.call("echo", 1), {"type": "result", "id": 1, "result": 1})
+
+
+class AcceptLimitsTests(TestCase):
+    """Per-peer connection limits on a real listener: counted from the TCP accept."""
+
+    timeout = 60
+
+    async def test_connection_rate_per_peer(self) -> None:
+        """Past the burst, a peer's new connections get 503 (HTTP ones too), until tokens
+        come back; a refused connection costs no token and no place."""
+        server = await live.serve(self, Settings(peer_connect_rate=0.5, peer_connect_burst=4))
+        codes = [(await http(server.address, "/healthz"))[0] for _ in range(6)]
+        self.assertEqual(codes, [200, 200, 200, 200, 503, 503])
+        code, headers, _ = await http(server.address, "/ws", handshake_headers())
+        self.assertEqual(code, 503)
+        self.assertEqual(server.sessions.peers.refused["rate"], 3)
+        await live.until(lambda: server.sessions.peers.total == 0, "all counted out")
+
+    async def test_connections_per_peer(self) -> None:
+        """max_peer_connections open WebSockets from one address: the next gets 503; when
+        one closes, a new one gets in."""
+        server = await live.serve(self, Settings(max_peer_connections=3))
+        clients = [await server.client() for _ in range(3)]
+        code, _, _ = await http(server.address, "/ws", handshake_headers())
+        self.assertEqual(code, 503)
+        clients[0].transport.abortConnection()
+        await clients[0].closed
+        await live.until(lambda: server.sessions.peers.total == 2, "one counted out")
+        await server.session()
+        self.assertEqual(server.sessions.peers.refused["peer_connections"], 1)
+
+    async def test_unix_clients_are_one_peer(self) -> None:
+        """Every unix-socket client is the peer 'unix', limited like any other."""
+        server = await live.serve(self, Settings(max_peer_connections=2), unix=True)
+        await server.client()
+        await server.client()
+        code, _, _ = await http(server.address, "/healthz")
+        self.assertEqual(code, 503)
+        self.assertEqual(server.sessions.peers.connections("unix"), 2)

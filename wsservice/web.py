@@ -152,6 +152,8 @@ def makeSite(service: SessionService, listener: str = "", secure: bool = False,
     site = Site(root, HostPolicy(settings.allowed_hosts), server_header(settings.server_version),
                 deadline=settings.hello_timeout, reactor=reactor)
     site.displayTracebacks = False
+    # every listener counts its connections from the accept in the service's one PeerLimits
+    site.peers = service.peers
     site.wsFactory = factory  # type: ignore[attr-defined]
     return site
 
