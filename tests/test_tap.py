@@ -186,7 +186,7 @@ class OptionsInvalidTests(SynchronousTestCase):
         its bounds and its default as the example."""
         from wsservice.config import OPTION_FIELDS, bounds, kind
         numeric = [f for f in OPTION_FIELDS.values() if kind(f) is not str]
-        self.assertEqual(len(numeric), 16)
+        self.assertEqual(len(numeric), 17)
         for spec in numeric:
             name = spec.name.replace("_", "-")
             option, default = "--" + name, parse()[name]
