@@ -133,6 +133,8 @@ class ScopeTests(SynchronousTestCase):
         fast = FactoryTests.factory(self)  # type: ignore[arg-type]
         slow = FactoryTests.factory(self, fast_path=False)  # type: ignore[arg-type]
         self.assertIs(vars(fast.protocol)["dataReceived"], fastpath.data_received)
+        # the adapter's own onMessage* hooks hold each message: nothing replaces them
+        self.assertNotIn("onMessageEnd", vars(fast.protocol))
         for name in before:
             self.assertNotIn(name, vars(slow.protocol))
             self.assertNotIn(name, vars(WebSocketProtocol))

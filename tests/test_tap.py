@@ -46,6 +46,7 @@ class OptionsDefaultsTests(SynchronousTestCase):
         self.assertIsNone(o["auth"])
         self.assertEqual(o["hello-timeout"], 10)
         self.assertEqual(o["max-message-size"], 1048576)
+        self.assertEqual(o["max-frames"], 256)
         self.assertEqual(o["max-depth"], 32)
         self.assertEqual(o["max-inflight-calls"], 64)
         self.assertEqual(o["call-timeout"], 30)
