@@ -2,7 +2,8 @@
 
 Starts ``twistd -n wsservice --conformance-echo`` on a TCP and a unix listener (same
 factory, options and permessage-deflate as production; --max-message-size raised to the
-suite's 16 MiB, and the heartbeat pushed past the run), runs the cases against /echo over TCP, and again through a loopback
+suite's 16 MiB, --max-frames to the 65536 fragments of one message in cases 9.3/9.4
+where the default is 256, and the heartbeat pushed past the run), runs the cases against /echo over TCP, and again through a loopback
 TCP->unix relay, then reads each index.json itself and fails unless every case ended OK,
 NON-STRICT or INFORMATIONAL with a clean close.
 
@@ -37,6 +38,8 @@ def start_server(workdir: str, sock: str) -> tuple[subprocess.Popen, int]:
     cmd = [os.path.join(BIN, "twistd"), "-n", "--pidfile=", "--logfile=-", "wsservice",
            "--listen", "tcp:0:interface=127.0.0.1", "--listen", f"unix:{sock}",
            "--conformance-echo", "--max-message-size", str(16 * 1024 * 1024),
+           # 9.3.1/9.4.1 send a 4 MiB message in 64-byte fragments
+           "--max-frames", "65536",
            # The suite's echo cases expect nothing but their echoes: a heartbeat ping in the
            # middle of a long case (12.2.15 streams 128 MiB through deflate) fails it.
            "--heartbeat", "3600"]

@@ -218,7 +218,8 @@ class AutobahnFloodTests(_Logged):
         self.assertIn('failing WebSocket connection (code=1002): "unmasked', _text(lines[0]))
         self.reactor.advance(logflood.DEFAULT_INTERVAL)
         [summary] = self.summaries()
-        self.assertEqual(summary["held"], {logflood.PROTOCOL_VIOLATION: 2 * N - 1})
+        # the bad close frames are answered 1002 by the adapter itself, without a line
+        self.assertEqual(summary["held"], {logflood.PROTOCOL_VIOLATION: N - 1})
 
     def test_bad_handshakes_bounded(self) -> None:
         for _ in range(N):

@@ -48,6 +48,7 @@ class OptionsDefaultsTests(SynchronousTestCase):
         self.assertIsNone(o["auth"])
         self.assertEqual(o["hello-timeout"], 10)
         self.assertEqual(o["max-message-size"], 1048576)
+        self.assertEqual(o["max-frames"], 256)
         self.assertEqual(o["max-depth"], 32)
         self.assertEqual(o["max-inflight-calls"], 64)
         self.assertEqual(o["call-timeout"], 30)
@@ -199,7 +200,7 @@ class OptionsInvalidTests(SynchronousTestCase):
         its bounds and its default as the example."""
         from wsservice.config import OPTION_FIELDS, bounds, kind
         numeric = [f for f in OPTION_FIELDS.values() if kind(f) is not str]
-        self.assertEqual(len(numeric), 22)
+        self.assertEqual(len(numeric), 23)
         for spec in numeric:
             name = spec.name.replace("_", "-")
             option, default = "--" + name, parse()[name]

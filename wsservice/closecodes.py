@@ -6,6 +6,7 @@ from .reasons import Close
 
 CLOSE_NORMAL = 1000
 CLOSE_GOING_AWAY = 1001
+CLOSE_PROTOCOL_ERROR = 1002
 CLOSE_UNSUPPORTED_DATA = 1003
 CLOSE_INVALID_PAYLOAD = 1007
 CLOSE_TOO_BIG = 1009
@@ -37,6 +38,17 @@ CODES: dict[Close, int] = {
 # What a server may put in a close frame below 3000 (RFC 6455 section 7.4.1).
 SERVER_CLOSE_CODES = frozenset({1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012,
                                 1013, 1014})
+
+
+# What a peer may put in a close frame (RFC 6455 section 7.4 and the IANA registry): 1004-1006
+# and 1015 are reserved, 1016-2999 unassigned, < 1000 and >= 5000 never valid.
+PEER_CLOSE_CODES = frozenset({1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013,
+                              1014})
+
+
+def peer_may_send(code: int) -> bool:
+    """Whether a client's close frame may carry ``code`` (else it is answered 1002)."""
+    return code in PEER_CLOSE_CODES or 3000 <= code <= 4999
 
 
 def code_of(reason: Close | int) -> int:

@@ -66,6 +66,9 @@ class Settings:
         "4408).")
     max_message_size: int = _count(
         1 * MiB, "Largest message accepted, in bytes (else close 1009).", unit="bytes")
+    max_frames: int = _count(
+        256, "Frames one message may arrive in (else close 1009); each frame past a "
+        "message's first costs a rate-limit token.")
     max_depth: int = _count(
         32, "Deepest JSON nesting accepted (the top-level object is 1).", high=MAX_DEPTH)
     max_inflight_calls: int = _count(64, "Client calls a session may have in flight at once.")

@@ -18,7 +18,7 @@ only. Each trick and why it pays:
 - A quiet read: Autobahn's dataReceived formats the arguments of a DEBUG line on every
   read from the socket; ours goes straight to the parser.
 
-``install()`` puts these paths (sendText, dataReceived, onMessageEnd, _connectionMade) on
+``install()`` puts these paths (sendText, dataReceived, _connectionMade) on
 one factory's own protocol class, never on Autobahn's; without it the adapter's own methods
 use Autobahn's public paths only.
 - Direct frames: a server text frame is a 2-10 byte header before the payload (no mask,
@@ -28,8 +28,9 @@ use Autobahn's public paths only.
   one send() straight to its socket when Twisted's buffer for it is empty (no epoll
   register/unregister per connection written to); whatever the kernel does not take goes
   through ``transport.write()``, so backpressure and ordering are unchanged.
-- Skipped events: Autobahn's onMessageEnd also fires a 'message' event through a txaio
-  Deferred for every message, which nothing here listens to.
+
+(The adapter's own onMessage* hooks, public ones, keep each message being received and skip
+the 'message' event Autobahn's onMessageEnd fires; nothing here replaces them.)
 """
 
 from __future__ import annotations
@@ -130,14 +131,6 @@ def data_received(self: Any, data: bytes) -> None:
         _protocol.create_xor_masker = before
 
 
-def message_end(self: Any) -> None:
-    """onMessageEnd of a fast protocol: straight to onMessage, no 'message' event."""
-    if not self.failedByMe:
-        # a one-frame message's join returns its only chunk itself, no copy
-        self.onMessage(b"".join(self.message_data), self.message_is_binary)
-    self.message_data = None
-
-
 def install(cls: type) -> None:
     """Make ``cls`` (one factory's own protocol class) take the fast receive paths."""
     made: Callable[[Any], None] = cls._connectionMade  # type: ignore[attr-defined]
@@ -182,7 +175,6 @@ def install(cls: type) -> None:
 
     setattr(cls, "_connectionMade", _connectionMade)
     setattr(cls, "dataReceived", data_received)
-    setattr(cls, "onMessageEnd", message_end)
     setattr(cls, "sendText", sendText)
 
 
@@ -264,14 +256,10 @@ class Corker:
             flush(protocol)
 
 
-# Everything Autobahn's own dataReceived and onMessageEnd do, by the names they use: the fast
-# versions replace them, so anything new there turns the fast path off rather than being
-# skipped silently.
+# Everything Autobahn's own dataReceived does, by the names it uses: the fast version replaces
+# it, so anything new there turns the fast path off rather than being skipped silently.
 _ADAPTER_DATA_RECEIVED = {"log", "debug", "hltype", "hlval", "dataReceived", "peer", "len",
                           "_dataReceived"}
-_ON_MESSAGE_END = {"failedByMe", "join", "message_data", "trackedTimings", "track",
-                   "_onMessage", "message_is_binary", "fire", "txaio", "add_callbacks", "log",
-                   "error"}
 
 
 def _names(function: Any) -> tuple[str, ...]:
@@ -292,9 +280,6 @@ def _probes() -> list[tuple[str, bool]]:
          callable(getattr(W, "_dataReceived", None))
          and callable(getattr(W, "_connectionMade", None))
          and set(_names(WebSocketServerProtocol.dataReceived)) <= _ADAPTER_DATA_RECEIVED),
-        ("WebSocketProtocol.onMessageEnd's message_data/message_is_binary/failedByMe",
-         {"message_data", "message_is_binary", "failedByMe"} <= set(_names(W.onMessageEnd))
-         <= _ON_MESSAGE_END),
         ("WebSocketProtocol.send_state/send_queue/SEND_STATE_GROUND",
          hasattr(W, "SEND_STATE_GROUND") and "send_queue" in _names(W.sendData)
          and "send_state" in _names(W.beginMessage)),

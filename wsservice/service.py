@@ -423,6 +423,18 @@ class SessionService(Service):
         self._in[self._type_names[kind]] += 1
         self._dispatch[kind](session, message)
 
+    def frames(self, session: Session, n: int) -> None:
+        """``n`` more frames of a message still arriving: each costs a rate-limit token, as
+        a message does, and one over the rate is answered like a message over it."""
+        now = self._now = self._seconds()
+        for _ in range(n):
+            if not session.allow(now, self._rate, self._burst):
+                self.badMessage(session, errors.RATE_LIMITED,
+                                f"over {self.settings.rate:g} messages/s (each frame past a "
+                                f"message's first counts); slow down")
+                if not session.attached:
+                    return
+
     def badMessage(self, session: Session, code: str, message: str,
                    call_id: wire.CallId | None = None) -> None:
         """Answer bad input; past ``max_bad_messages`` also close the connection (rate

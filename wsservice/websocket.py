@@ -7,11 +7,18 @@ from typing import Any
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.compress import PerMessageDeflateOffer, PerMessageDeflateOfferAccept
 from autobahn.websocket.types import ConnectionDeny
+from autobahn.websocket.utf8validator import Utf8Validator
 from twisted.internet.interfaces import IReactorTime
 
 from . import fastpath, logflood
 from ._version import server_header
-from .closecodes import CLOSE_INVALID_PAYLOAD, CLOSE_NORMAL, code_of
+from .closecodes import (
+    CLOSE_INVALID_PAYLOAD,
+    CLOSE_NORMAL,
+    CLOSE_PROTOCOL_ERROR,
+    code_of,
+    peer_may_send,
+)
 from .connection import Connection
 from .log import logger
 from .origin import OriginPolicy
@@ -19,6 +26,7 @@ from .reasons import Close
 from .service import SessionService
 
 SUBPROTOCOL = "wsservice.v1"
+_OPEN = WebSocketServerProtocol.STATE_OPEN
 
 
 def _accept_deflate(offers: list[Any]) -> PerMessageDeflateOfferAccept | None:
@@ -76,6 +84,13 @@ class WebSocketProtocol(WebSocketServerProtocol):
     _batch: list[bytes] | None = None
     _batched = 0
     _direct = False
+    # the message being received, kept by the onMessage* hooks below: its kind, its frames so
+    # far, its data (None, its only chunk as it came, or once it has several chunks all of
+    # them in one bytearray) and, for a text message in several chunks, the UTF-8 check
+    _binary = False
+    _frames = 0
+    _data: bytes | bytearray | None = None
+    _utf8: Utf8Validator | None = None
 
     def onConnect(self, request: Any) -> str | None:
         """Refuse a wrong subprotocol (400) or a foreign Origin (403) before any session."""
@@ -126,6 +141,140 @@ class WebSocketProtocol(WebSocketServerProtocol):
             if self.factory.service.logs.admit(logflood.ADAPTER_FAILURE):
                 self._log.failure("unexpected failure handling a message; closing 1011")
             self.close(Close.INTERNAL_ERROR, "internal error")
+
+    # -- receiving a message, frame by frame -----------------------------------------------------
+    #
+    # Autobahn's default hooks keep every chunk of every frame as its own bytes object (49x the
+    # payload for a message in one-byte fragments) and count nothing per frame. Here a message
+    # that comes in one chunk (nearly all: one frame, one read) is kept as it came, at no extra
+    # cost; one in several chunks or frames is gathered into one bytearray, a text one is
+    # checked for UTF-8 as it comes (a single chunk is checked by orjson when decoded), and
+    # each frame past its first counts against max_frames and the rate limit.
+
+    def onMessageBegin(self, isBinary: bool) -> None:
+        """A message begins (Autobahn's keeps its size accounting)."""
+        super().onMessageBegin(isBinary)
+        self._binary = isBinary
+
+    def onMessageFrameBegin(self, length: int) -> None:
+        """A frame of the message begins (Autobahn's checks the size limits)."""
+        super().onMessageFrameBegin(length)
+        frames = self._frames = self._frames + 1
+        if frames > 1:
+            self._another_frame(frames)
+
+    def onMessageFrameData(self, payload: bytes) -> None:
+        """A chunk of the message's current frame."""
+        if self.state != _OPEN:
+            return  # failed or closing: nothing more is delivered, so nothing is kept
+        if self._data is None:
+            self._data = payload
+        else:
+            self._more(payload)
+
+    def onMessageFrameEnd(self) -> None:
+        """Nothing to do: the frame's data is in the message already."""
+
+    def onMessageEnd(self) -> None:
+        """The message is complete: on to onMessage (and no Autobahn 'message' event, which
+        nothing here listens to)."""
+        data, self._data = self._data, None
+        self._frames = 0
+        self._utf8 = None
+        if self.state == _OPEN:
+            self.onMessage(b"" if data is None else data if type(data) is bytes
+                           else bytes(data), self._binary)
+
+    def _another_frame(self, frames: int) -> None:
+        if self.state != _OPEN:
+            return
+        limit = self.factory.max_frames
+        if frames > limit:
+            self._fail(Close.TOO_BIG, f"a message in more than {limit} frames")
+            return
+        self._gather()  # a fragmented text message is checked for UTF-8 from now on
+        connection = self._connection
+        if connection is not None and self.state == _OPEN:
+            connection.frames(1)
+            if self.state != _OPEN:
+                self._drop()  # closed for its rate while sending frames: see _fail
+
+    def _gather(self) -> bytearray | None:
+        """Gather the message into one bytearray from now on (and check a text one for UTF-8
+        as it comes); None if it failed the check."""
+        data = self._data
+        if type(data) is bytearray:
+            return data
+        gathered = self._data = bytearray(data or b"")
+        if not self._binary:
+            self._utf8 = Utf8Validator()
+            if data and not self._valid(data):
+                return None
+        return gathered
+
+    def _more(self, payload: bytes) -> None:
+        gathered = self._gather()
+        if gathered is None or (self._utf8 is not None and not self._valid(payload)):
+            return
+        gathered += payload
+
+    def _valid(self, chunk: bytes | bytearray) -> bool:
+        utf8 = self._utf8
+        assert utf8 is not None
+        if utf8.validate(chunk)[0]:
+            return True
+        self._fail(Close.INVALID_PAYLOAD, "text is not valid UTF-8")
+        return False
+
+    def _fail(self, reason: Close, text: str) -> None:
+        """Fail the connection for ``reason`` (RFC 6455 7.1.7): the close frame goes through
+        the connection (its session stays resumable), then the TCP connection is closed."""
+        self._data = None
+        connection = self._connection
+        if connection is not None:
+            connection.close(reason, text)
+        else:
+            self.close(reason, text)
+        self._drop()
+
+    def _drop(self) -> None:
+        # A peer failed mid-message may have sent many more frames already: Autobahn would
+        # go on parsing them (a few microseconds each, taken from every other connection)
+        # until the close handshake ends. Closing the TCP connection once the close frame is
+        # written stops reading and ends the parse of what is buffered.
+        self.dropConnection(abort=False)
+
+    def onCloseFrame(self, code: int | None, reasonRaw: bytes | None) -> bool | None:
+        """The client's close frame: one whose code a peer may not send (RFC 6455 7.4) is
+        answered 1002, one whose reason is not UTF-8 1007, then the connection closes."""
+        if self.state == _OPEN:
+            if code is not None and not peer_may_send(code):
+                return self._bad_close(CLOSE_PROTOCOL_ERROR, f"invalid close code {code}")
+            if reasonRaw is not None:
+                try:
+                    reasonRaw.decode("utf-8")
+                except UnicodeDecodeError:
+                    return self._bad_close(CLOSE_INVALID_PAYLOAD,
+                                           "close reason is not valid UTF-8")
+            if code is not None and code < 3000 and code not in self.CLOSE_STATUS_CODES_ALLOWED:
+                # a registered code this Autobahn does not know (1014): it would answer 1002
+                # and reset; answered as Autobahn answers any other valid close instead
+                self.sendCloseFrame(CLOSE_NORMAL, isReply=True)
+                self.wasClean = True
+                self._drop()
+                return True
+        # Autobahn types both as never None, though a close frame may carry neither
+        return super().onCloseFrame(code, reasonRaw)  # type: ignore[arg-type]
+
+    def _bad_close(self, code: int, text: str) -> bool:
+        # Autobahn's own check (failByDrop=False) sends this close frame, then takes the
+        # client's close frame for the answer to it and aborts the TCP connection: the frame
+        # is thrown away unsent and the client sees a reset. The client has closed its side
+        # already: send ours, then close the TCP connection once it is written.
+        self.closeWith(code, text)
+        self.wasClean = True  # both close frames were exchanged
+        self._drop()
+        return True  # stop processing this close frame
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
         """The connection is gone (cleanly or not); a client's own close 1000 ends its session."""
@@ -230,6 +379,7 @@ class WebSocketFactory(WebSocketServerFactory):
         self.listener = listener
         self.origins = OriginPolicy(settings.allowed_origins)
         self.max_send_queue = settings.max_send_queue
+        self.max_frames = settings.max_frames
         # probed now, at start-up, not per connection; off falls back to Autobahn's paths
         self.fast = fastpath.choose(settings.fast_path)
         # Autobahn copies every setting from the factory onto each new protocol instance
@@ -260,7 +410,8 @@ class WebSocketFactory(WebSocketServerFactory):
             tcpNoDelay=True,
             # orjson validates UTF-8 while parsing; a text message that fails is checked
             # then and fails the connection with 1007 (wire.decode), so Autobahn's own
-            # incremental check of every text frame is redundant work
+            # incremental check of every text frame is redundant work; a message in several
+            # chunks or frames is checked as it comes (onMessageFrameData), failing fast
             utf8validateIncoming=False,
             # WebSocket pings every heartbeat; no pong within another heartbeat: dropped
             # (the session stays resumable)
