@@ -32,6 +32,8 @@ class Metrics:
         self.sessions_opened = 0
         self.sessions_resumed = 0
         self.sessions_closed: defaultdict[str, int] = defaultdict(int)
+        # connections the server closed with their session kept resumable, by reason
+        self.disconnects: defaultdict[str, int] = defaultdict(int)
         self._call_buckets = [0] * (len(CALL_BUCKETS) + 1)
         self._call_sum = 0.0
         self._sessions = sessions
@@ -90,6 +92,13 @@ class Metrics:
         c = CounterMetricFamily("wsservice_sessions_closed", "Sessions ended, by reason.",
                                 labels=["reason"])
         for reason, n in sorted(self.sessions_closed.items()):
+            c.add_metric([reason], n)
+        yield c
+        c = CounterMetricFamily("wsservice_disconnects",
+                                "Connections the server closed, their session kept resumable, "
+                                "by reason (slow_consumer, rate_limited, ...).",
+                                labels=["reason"])
+        for reason, n in sorted(self.disconnects.items()):
             c.add_metric([reason], n)
         yield c
         for name, doc, counts in (

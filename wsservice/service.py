@@ -376,6 +376,7 @@ class SessionService(Service):
         link = session.detach()
         if link is None:
             return
+        self.metrics.disconnects[reason.name.lower()] += 1
         self._resumable(session)
         link.close(reason, text)
 
