@@ -451,6 +451,40 @@ class ChannelUnitTests(SynchronousTestCase):
         channel.connectionLost(Failure(ConnectionDone()))
         self.assertEqual(peers.count("disconnected"), 1)
 
+    def test_upgrade_to_a_foreign_protocol_releases_when_it_is_lost(self) -> None:
+        """A protocol without countedBy (not wsservice's) is released from its own
+        connectionLost, once."""
+        from twisted.internet.protocol import Protocol
+
+        lost: list[Any] = []
+
+        class Foreign(Protocol):
+            def connectionLost(self, reason: Any = None) -> None:
+                lost.append(reason)
+
+        peers = FakePeers(limit=1)
+        channel, transport, _ = self.channel(peers)
+        foreign = Foreign()
+        channel.upgraded(foreign)
+        channel.connectionLost(Failure(ConnectionDone()))  # the channel no longer releases
+        self.assertEqual(peers.count("disconnected"), 0)
+        foreign.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual((peers.count("disconnected"), len(lost)), (1, 1))
+
+    def test_upgrade_to_wsservice_protocol_hands_the_count_over(self) -> None:
+        """wsservice's WebSocket protocol is handed (peers, host), with no closure."""
+        from wsservice.websocket import WebSocketProtocol
+
+        peers = FakePeers(limit=1)
+        channel, transport, _ = self.channel(peers)
+        protocol = WebSocketProtocol()
+        channel.upgraded(protocol)
+        self.assertEqual(protocol._counted, (peers, "192.0.2.9"))
+        self.assertNotIn("connectionLost", vars(protocol))  # no per-connection closure
+        channel.connectionLost(Failure(ConnectionDone()))
+        # released by the protocol's connectionLost (PeersTests show it on real sockets)
+        self.assertEqual(peers.count("disconnected"), 0)
+
     def test_refused_connection_is_never_released_and_ignores_its_bytes(self) -> None:
         peers = FakePeers(limit=0)
         channel, transport, _ = self.channel(peers)

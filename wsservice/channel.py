@@ -122,6 +122,11 @@ class HTTPChannel(http.HTTPChannel):
                            "counted", host=host)
             peers.disconnected(host)
             return
+        counted = getattr(protocol, "countedBy", None)
+        if counted is not None:
+            # wsservice's own WebSocket protocol keeps the pair and releases it when lost
+            counted(peers, host)
+            return
         lost = protocol.connectionLost
         proto: Any = protocol
 

@@ -72,6 +72,7 @@ class WebSocketProtocol(WebSocketServerProtocol):
     factory: WebSocketFactory
     maxMessagePayloadSize: int  # set by Autobahn from the factory's options
     _connection: Connection | None = None
+    _counted: tuple[Any, str] | None = None  # (peers, host) while counted from the accept
     _request: Any = None
     # flow control: True while the transport's write buffer is full; bytes written since
     _paused = False
@@ -287,6 +288,20 @@ class WebSocketProtocol(WebSocketServerProtocol):
         if connection is not None:
             connection.lost(ended=not self.closedByMe
                             and self.remoteCloseCode == CLOSE_NORMAL)
+
+    def countedBy(self, peers: Any, host: str) -> None:
+        """The listener counted this connection for ``host`` (channel.Peers): tell
+        ``peers.disconnected(host)`` once it is lost."""
+        self._counted = (peers, host)
+
+    def connectionLost(self, reason: Any = None) -> None:
+        """Autobahn's, then the connection's end told to the peer limits."""
+        try:
+            super().connectionLost(reason)
+        finally:
+            counted, self._counted = self._counted, None
+            if counted is not None:
+                counted[0].disconnected(counted[1])
 
     # -- IPushProducer, driven by the transport ------------------------------------------------
 
