@@ -107,6 +107,9 @@ class PeerLimitsTests(TestCase):
         self.assertEqual(p.client("192.0.2.1", {"x-forwarded-for": "203.0.113.1"}),
                          "192.0.2.1")
         self.assertEqual(p.client("10.9.0.1", {}), "10.9.0.1")
+        self.assertEqual(p.client("10.9.0.1", {"x-forwarded-for": "nonsense"}), "10.9.0.1")
+        self.assertEqual(p.client("10.9.0.1", {"x-forwarded-for": "2001:DB8::1"}),
+                         "2001:db8::1")
         self.assertTrue(p.forwarded("203.0.113.1"))
         self.assertFalse(p.forwarded("203.0.113.1"))
         p.unforwarded("203.0.113.1")

@@ -260,3 +260,51 @@ class AutobahnFloodTests(_Logged):
         self.assertNotIn("log", WebSocketProtocol.__dict__)
         self.assertIsNot(self.factory.protocol.log, WebSocketServerProtocol.log)
         self.assertIn("log", self.factory.protocol.__dict__)
+
+
+class HTTPFloodTests(_Logged):
+    """twisted.web's lines about one connection, and refusals at accept, through a real Site."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        from wsservice.web import makeSite
+        self.reactor = MemoryReactorClock()
+        self.service = SessionService([DemoApp()], Settings(hello_timeout=1.0,
+                                                            max_peer_connections=N),
+                                      clock=self.reactor)
+        self.service.startService()
+        self.addCleanup(self.service.stopService)
+        self.site = makeSite(self.service, reactor=self.reactor)
+
+    def connection(self, host: str = "192.0.2.1") -> StringTransport:
+        address = IPv4Address("TCP", host, 40000)
+        channel = self.site.buildProtocol(address)
+        transport = StringTransport(peerAddress=address)
+        channel.makeConnection(transport)
+        channel.dataReceived(b"GET /healthz HTTP/1.1\r\nHo")  # and then nothing
+        return transport
+
+    def test_slow_requests_bounded(self) -> None:
+        """N requests that never finish are all dropped at the deadline; one line is written
+        for them, and the summary counts the rest."""
+        transports = [self.connection() for _ in range(N)]
+        self.reactor.advance(1.0)
+        self.assertTrue(all(t.disconnecting for t in transports))
+        lines = self.lines("wsservice.channel")
+        self.assertEqual(len(lines), 1, [e.get("log_format") for e in lines])
+        self.assertIn("Timing out client", lines[0]["log_format"])
+        self.reactor.advance(logflood.DEFAULT_INTERVAL)
+        self.assertEqual(self.summaries()[0]["held"], {logflood.HTTP_CLIENT: N - 1})
+
+    def test_refused_connections_bounded(self) -> None:
+        """Connections past a limit get 503; one line says so, the summary counts them."""
+        for _ in range(N):
+            self.connection()
+        refused = [self.connection() for _ in range(N)]
+        self.assertTrue(all(t.value().startswith(b"HTTP/1.1 503 ") for t in refused))
+        lines = [e for e in self.lines("wsservice.channel")
+                 if "refused a connection" in e["log_format"]]
+        self.assertEqual(len(lines), 1)
+        self.reactor.advance(0.5)
+        self.reactor.advance(logflood.DEFAULT_INTERVAL)
+        self.assertEqual(self.summaries()[0]["held"][logflood.CONNECTION_REFUSED], N - 1)

@@ -22,11 +22,14 @@ from typing import Any, Protocol
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.interfaces import IAddress, IProtocol, IReactorTime
 from twisted.internet.protocol import connectionDone
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import http, server
 from twisted.web.resource import IResource
 
+from . import logflood
 from .hosts import HostPolicy, is_loopback_address
+from .logflood import LogFlood
 from .log import logger
 
 # twisted.web puts this on every response it makes (Request.process)
@@ -73,7 +76,12 @@ class HTTPChannel(http.HTTPChannel):
     def connectionMade(self) -> None:
         """Arm the deadline (twisted.web's timer, from the accept); ask ``peers``."""
         super().connectionMade()
-        peers = self.site.peers
+        site = self.site
+        if site.client_log is not None:
+            # twisted.web's lines about this connection ("Timing out client") are the
+            # client's doing: bounded like every client-caused line
+            self._log = site.client_log
+        peers = site.peers
         if peers is None:
             return
         transport: Any = self.transport
@@ -82,6 +90,11 @@ class HTTPChannel(http.HTTPChannel):
             self._peer = (peers, host)
             return
         self._refused = True
+        logs = site.logs
+        if logs is not None and logs.admit(logflood.CONNECTION_REFUSED):
+            self._log.info("refused a connection from {host}: over a connection limit "
+                           "(HTTP 503; wsservice_connections_refused_total counts them)",
+                           host=host)
         transport.write(_BUSY)
         transport.loseConnection()
 
@@ -181,6 +194,13 @@ class Site(server.Site):
     protocol = HTTPChannel  # type: ignore[assignment]  # not the HTTP/2-capable proxy: no ALPN here
     requestFactory = Request
     peers: Peers | None = None
+    logs: LogFlood | None = None
+    client_log: Logger | None = None
+
+    def bound(self, logs: LogFlood) -> None:
+        """Bound the lines clients can cause with ``logs`` (the service's LogFlood)."""
+        self.logs = logs
+        self.client_log = logs.logger(logflood.HTTP_CLIENT, "wsservice.channel.HTTPChannel")
 
     def __init__(self, resource: IResource, hosts: HostPolicy, server_name: str,
                  deadline: float, reactor: IReactorTime | None = None) -> None:

@@ -17,6 +17,7 @@ from typing import Any, Iterable
 _NAME = re.compile(r"[a-z0-9_-]+(?:\.[a-z0-9_-]+)*")
 _PATTERN = re.compile(r"(?:\*\.)?(?:[a-z0-9_-]+|\*)(?:\.(?:[a-z0-9_-]+|\*))*")
 _PORT = re.compile(r"(?::[0-9]{0,5})?")
+_MEMO = 256  # Host values remembered per policy
 _IPV4 = re.compile(r"[0-9]{1,3}(?:\.[0-9]{1,3}){3}")
 
 
@@ -102,6 +103,7 @@ class HostPolicy:
         self.allow_all = False
         self._exact: set[str] = set()
         self._rules: list[re.Pattern[str]] = []
+        self._memo: dict[str, bool] = {}
         for pattern in self.patterns:
             if pattern == "*":
                 self.allow_all = True
@@ -129,8 +131,16 @@ class HostPolicy:
         """True if a request whose ``Host`` header is ``host`` may be served (when checked)."""
         if self.allow_all:
             return True
-        name = host_name(host)
-        if name is None:
+        if host is None:
             return False
-        return is_loopback_name(name) or name in self._exact \
-            or any(rule.fullmatch(name) for rule in self._rules)
+        # every request of a listener names the same few hosts: answer them from a memo
+        # (bounded: Host is the client's to choose)
+        known = self._memo.get(host)
+        if known is None:
+            name = host_name(host)
+            known = name is not None and (is_loopback_name(name) or name in self._exact
+                                          or any(rule.fullmatch(name) for rule in self._rules))
+            if len(self._memo) >= _MEMO:
+                self._memo.clear()
+            self._memo[host] = known
+        return known

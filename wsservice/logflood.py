@@ -9,10 +9,10 @@ fixed set named in this module, never anything a client sent, so its memory is b
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
-from twisted.logger import LogLevel, globalLogPublisher
+from twisted.logger import ILogObserver, Logger, LogLevel, globalLogPublisher
 
 from .log import logger
 
@@ -33,13 +33,16 @@ BAD_HANDSHAKE = "bad opening handshake"
 UNSOLICITED_PONG = "unsolicited pong"
 TLS_ERROR = "TLS error"
 OTHER_AUTOBAHN = "other Autobahn warning"
+HTTP_CLIENT = "slow or bad HTTP client"  # twisted.web's lines about one connection
+CONNECTION_REFUSED = "connection refused by a limit"
 
 BURST: dict[str, int] = {
     HANDLER_FAILURE: 3, UNSERIALIZABLE_RESULT: 3, OBSERVER_FAILURE: 3,
     AUTHENTICATOR_FAILURE: 3, HELLO_REFUSED: 1, TOO_MANY_BAD: 1, RESUME_GAP: 1,
     SLOW_CONSUMER: 1,
     ADAPTER_FAILURE: 3, PROTOCOL_VIOLATION: 1, UNCLEAN_DROP: 1, BAD_HANDSHAKE: 1,
-    UNSOLICITED_PONG: 1, TLS_ERROR: 1, OTHER_AUTOBAHN: 1,
+    UNSOLICITED_PONG: 1, TLS_ERROR: 1, OTHER_AUTOBAHN: 1, HTTP_CLIENT: 1,
+    CONNECTION_REFUSED: 1,
 }
 KINDS = tuple(BURST)
 
@@ -120,6 +123,14 @@ class LogFlood:
         if held:
             self._summary(held)
         self._closed = True
+
+    def logger(self, kind: str, namespace: str) -> Logger:
+        """A twisted.logger Logger in ``namespace`` whose every line is of ``kind`` and goes
+        through ``admit`` (for a protocol whose lines are all about one client)."""
+        def observe(event: dict[str, Any]) -> None:
+            if event.get("log_level") is not LogLevel.debug and self.admit(kind):
+                globalLogPublisher(event)
+        return Logger(namespace=namespace, observer=cast(ILogObserver, observe))
 
     # -- Autobahn's own lines ---------------------------------------------------------------
 

@@ -22,7 +22,13 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 def peer_key(host: str) -> str:
     """The key limits are counted under for an address: the IPv4 address, the IPv6 /64,
-    or ``unix`` for anything that is not an IP address (unix sockets, pipes)."""
+    or ``unix`` for anything that is not an IP address (unix sockets, pipes).
+
+    ``host`` comes from Twisted's address or ``PeerLimits.client`` (which checks what it
+    takes from a header), so a dotted IPv4 address is taken as it is, without a parse: this
+    runs at every accept."""
+    if ":" not in host:
+        return host if host[:1].isdigit() else UNIX
     try:
         address = ipaddress.ip_address(host.strip("[]").split("%", 1)[0])
     except ValueError:
@@ -93,8 +99,12 @@ class PeerLimits:
         forwarded = headers.get("x-forwarded-for", "")
         for entry in reversed(forwarded.split(",")):
             entry = entry.strip()
-            if entry and not self.isTrusted(entry):
-                return entry
+            if not entry or self.isTrusted(entry):
+                continue
+            try:
+                return str(ipaddress.ip_address(entry.strip("[]")))
+            except ValueError:
+                return host  # not an address: the proxy's word is all there is
         return host
 
     def connected(self, host: str) -> bool:

@@ -84,8 +84,10 @@ class WebSocketResource(autobahn_resource.WebSocketResource):
 
     def render(self, request: Request) -> bytes | int:
         """Answer 426 or 400, or hand the connection to Autobahn's handshake."""
-        upgrade = request.getHeader(b"upgrade") or b""
-        if b"websocket" not in (token.strip().lower() for token in upgrade.split(b",")):
+        upgrade = (request.getHeader(b"upgrade") or b"").lower()
+        # (the header is nearly always exactly "websocket": no split then)
+        if upgrade != b"websocket" \
+                and b"websocket" not in (token.strip() for token in upgrade.split(b",")):
             request.setHeader(b"upgrade", b"websocket")
             request.setHeader(b"connection", b"Upgrade")
             # twisted.web knows no phrase for 426 ("Unknown Status")
@@ -154,6 +156,7 @@ def makeSite(service: SessionService, listener: str = "", secure: bool = False,
     site.displayTracebacks = False
     # every listener counts its connections from the accept in the service's one PeerLimits
     site.peers = service.peers
+    site.bound(service.logs)
     site.wsFactory = factory  # type: ignore[attr-defined]
     return site
 
