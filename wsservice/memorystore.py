@@ -46,24 +46,17 @@ class MemoryRecord:
         self.seq = seq
         frames = self._frames
         frames.append((seq, frame))
-        size = self._size + len(frame)
-        store = self._store
-        if store is not None:
-            store.kept_bytes += len(frame)
-        if len(frames) > self._limit or size > self._bytes:
-            size = self._trim(size)
-        self._size = size
-        if store is not None and store.kept_bytes > store.max_memory:
-            store._trim()
-
-    def _trim(self, size: int) -> int:
-        frames = self._frames
-        before = size
+        before = self._size
+        size = before + len(frame)
         while len(frames) > self._limit or size > self._bytes:
             size -= len(frames.popleft()[1])
-        if self._store is not None:
-            self._store.kept_bytes -= before - size
-        return size
+        self._size = size
+        store = self._store
+        if store is not None:
+            # one sum per frame kept for the whole process's budget; trimming is rare
+            kept = store.kept_bytes = store.kept_bytes + size - before
+            if kept > store.max_memory:
+                store._trim()
 
     def ack(self, seq: int) -> None:
         """Forget every kept frame up to ``seq``."""
