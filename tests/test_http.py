@@ -88,6 +88,12 @@ async def response_head(client: Raw) -> tuple[str, dict[str, list[str]]]:
     return await live.until(client.head, "a response head")
 
 
+async def status_of(testcase: TestCase, address: str, data: bytes) -> str:
+    """The status line a new connection to ``address`` gets for the request ``data``."""
+    status, _ = await response_head(await raw(testcase, address, data))
+    return status
+
+
 class FakePeers:
     """Site.peers for tests: admits ``limit`` connections at once, records every call."""
 
@@ -213,10 +219,9 @@ class PeersTests(TestCase):
         held[0].transport.loseConnection()
         await live.until(lambda: peers.count("disconnected") == 1, "disconnected()")
         self.assertEqual(peers.open, {"127.0.0.1": 2})
-        late = await raw(self, server.address,
-                         f"GET /healthz HTTP/1.1\r\nHost: {server.address}\r\n\r\n".encode())
-        status, _ = await response_head(late)
-        self.assertIn(" 200 ", status)
+        self.assertIn(" 200 ", await status_of(
+            self, server.address,
+            f"GET /healthz HTTP/1.1\r\nHost: {server.address}\r\n\r\n".encode()))
 
     async def test_disconnected_once_after_an_upgrade(self) -> None:
         server = await live.serve(self)
@@ -358,10 +363,8 @@ class HostCheckTests(TestCase):
         self.assertEqual(code, 403)
         self.assertTrue(body)
         self.assertEqual(headers["server"], ["wsservice"])
-        client = await raw(self, server.address,
-                           upgrade_request("evil.example", origin="http://evil.example"))
-        status, _ = await response_head(client)
-        self.assertIn(" 403 ", status)
+        self.assertIn(" 403 ", await status_of(
+            self, server.address, upgrade_request("evil.example", origin="http://evil.example")))
         code, _, _ = await http(server.address, "/metrics", {"Host": "evil.example:8080"})
         self.assertEqual(code, 403)
 
@@ -372,19 +375,16 @@ class HostCheckTests(TestCase):
                      "127.0.0.2:1", "[::1]", f"[::1]:{port}", "LOCALHOST."):
             code, _, _ = await http(server.address, "/healthz", {"Host": host})
             self.assertEqual(code, 200, host)
-        client = await raw(self, server.address, upgrade_request(
-            server.address, origin=f"http://{server.address}"))
-        status, _ = await response_head(client)
-        self.assertIn(" 101 ", status)
+        self.assertIn(" 101 ", await status_of(
+            self, server.address,
+            upgrade_request(server.address, origin=f"http://{server.address}")))
 
     async def test_allowed_host_lets_it_through(self) -> None:
         server = await live.serve(self, Settings(allowed_hosts=("evil.example",)))
         code, _, _ = await http(server.address, "/healthz", {"Host": "evil.example"})
         self.assertEqual(code, 200)
-        client = await raw(self, server.address,
-                           upgrade_request("evil.example", origin="http://evil.example"))
-        status, _ = await response_head(client)
-        self.assertIn(" 101 ", status)
+        self.assertIn(" 101 ", await status_of(
+            self, server.address, upgrade_request("evil.example", origin="http://evil.example")))
         code, _, _ = await http(server.address, "/healthz", {"Host": "other.example"})
         self.assertEqual(code, 403)
 
@@ -414,9 +414,7 @@ class HostCheckTests(TestCase):
         server = await live.serve(self)
         for request in (b"GET /healthz HTTP/1.0\r\n\r\n",
                         b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nHost: evil.example\r\n\r\n"):
-            client = await raw(self, server.address, request)
-            status, _ = await response_head(client)
-            self.assertIn(" 403 ", status)
+            self.assertIn(" 403 ", await status_of(self, server.address, request))
 
 
 class ChannelUnitTests(SynchronousTestCase):

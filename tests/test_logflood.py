@@ -25,7 +25,7 @@ from wsservice.interfaces import IAuthenticator
 from wsservice.logflood import LogFlood
 from wsservice.service import SessionService
 from wsservice.testing import ServiceHarness
-from wsservice.websocket import WebSocketFactory
+from wsservice.websocket import AUTOBAHN_NAMESPACE, WebSocketFactory
 
 N = 1000
 LOOSE = Settings(rate=1e6, burst=10 ** 6, max_bad_messages=10 ** 6)
@@ -237,7 +237,7 @@ class AutobahnFloodTests(_Logged):
         self.addCleanup(globalLogPublisher.removeObserver, seen.append)
         self.factory.protocol.log.info("hello {x}", x=1)
         [event] = [e for e in seen if e.get("x") == 1]
-        self.assertEqual(event["log_namespace"], logflood.AUTOBAHN_NAMESPACE)
+        self.assertEqual(event["log_namespace"], AUTOBAHN_NAMESPACE)
         self.assertEqual(self.summaries(), [])
 
     def test_other_autobahn_warnings_and_tls_errors_bounded(self) -> None:

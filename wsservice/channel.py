@@ -19,7 +19,6 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.interfaces import IAddress, IProtocol, IReactorTime
 from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
@@ -30,6 +29,7 @@ from twisted.web.resource import IResource
 from . import logflood
 from .hosts import HostPolicy, is_loopback_address
 from .logflood import LogFlood
+from .peers import address_host
 from .log import logger
 
 # twisted.web puts this on every response it makes (Request.process)
@@ -55,13 +55,6 @@ class Peers(Protocol):
         """A connection for which ``connected(host)`` said True is gone (called once)."""
 
 
-def peer_host(address: IAddress) -> str:
-    """The peer's IP address as text; 'unix' for unix sockets (and any non-IP peer)."""
-    if isinstance(address, (IPv4Address, IPv6Address)):
-        return address.host
-    return "unix"
-
-
 class HTTPChannel(http.HTTPChannel):
     """twisted.web's HTTP/1.1 channel, with a deadline per request instead of an idle
     timeout, and the Site's ``peers`` told of the connection's start and end."""
@@ -85,7 +78,7 @@ class HTTPChannel(http.HTTPChannel):
         if peers is None:
             return
         transport: Any = self.transport
-        host = peer_host(transport.getPeer())
+        host = address_host(transport.getPeer())
         if peers.connected(host):
             self._peer = (peers, host)
             return
@@ -197,16 +190,17 @@ class Site(server.Site):
     logs: LogFlood | None = None
     client_log: Logger | None = None
 
-    def bound(self, logs: LogFlood) -> None:
-        """Bound the lines clients can cause with ``logs`` (the service's LogFlood)."""
-        self.logs = logs
-        self.client_log = logs.logger(logflood.HTTP_CLIENT, "wsservice.channel.HTTPChannel")
-
     def __init__(self, resource: IResource, hosts: HostPolicy, server_name: str,
-                 deadline: float, reactor: IReactorTime | None = None) -> None:
+                 deadline: float, reactor: IReactorTime | None = None,
+                 peers: Peers | None = None, logs: LogFlood | None = None) -> None:
         super().__init__(resource, timeout=deadline, reactor=reactor)
         self.hosts = hosts
         self.server_name = server_name.encode("ascii")
+        self.peers = peers
+        if logs is not None:
+            # the lines clients can cause, bounded by the service's LogFlood
+            self.logs = logs
+            self.client_log = logs.logger(logflood.HTTP_CLIENT, "wsservice.channel.HTTPChannel")
         # whether Host is checked, once the listener's bound address is known (listening)
         self._check_hosts: bool | None = None
 

@@ -69,8 +69,8 @@ class ConnectionHost(Protocol):
     def receive(self, session: Session, payload: bytes) -> None:
         """A session's message."""
 
-    def frames(self, session: Session, n: int) -> None:
-        """``n`` more frames of a session's message that is still arriving."""
+    def frame(self, session: Session) -> None:
+        """One more frame of a session's message that is still arriving."""
 
     def disconnect(self, session: Session, reason: Close, text: str) -> None:
         """Close a session's connection; it stays resumable."""
@@ -133,14 +133,14 @@ class Connection:
             else:
                 self._pending.append(payload)
 
-    def frames(self, n: int) -> None:
-        """``n`` more frames of a message still arriving: the session's rate limit counts
-        them (before the session exists only the adapter's cap on frames applies)."""
+    def frame(self) -> None:
+        """One more frame of a message still arriving: the session's rate limit counts it
+        (before the session exists only the adapter's cap on frames applies)."""
         if self.state == OPEN:
             session = self.session
             assert session is not None
             if session.isAttachedTo(self.link):
-                self.service.frames(session, n)
+                self.service.frame(session)
 
     def binaryReceived(self) -> None:
         """A binary message arrived: protocol.md allows text only."""

@@ -80,13 +80,16 @@ def is_loopback_address(address: Any) -> bool:
     return ip.is_loopback or (mapped is not None and mapped.is_loopback)
 
 
-def _regex(pattern: str) -> re.Pattern[str]:
-    """A host pattern: a leading ``*.`` stands for one or more labels, ``*`` else for one."""
-    prefix, rest = "", pattern
-    if rest.startswith("*."):
-        prefix, rest = r"(?:[a-z0-9_-]+\.)+", rest[2:]
+def host_pattern(host: str) -> re.Pattern[str]:
+    """A host pattern (of --allowed-host, or an --allowed-origin's host): a leading ``*.``
+    stands for one or more labels, ``*`` else for one; ``[v6]`` is that address."""
+    if host.startswith("["):
+        return re.compile(re.escape(host[1:-1]))
+    prefix = ""
+    if host.startswith("*."):
+        prefix, host = r"(?:[a-z0-9_-]+\.)+", host[2:]
     return re.compile(prefix + r"\.".join(
-        "[a-z0-9_-]+" if label == "*" else re.escape(label) for label in rest.split(".")))
+        "[a-z0-9_-]+" if label == "*" else re.escape(label) for label in host.split(".")))
 
 
 class HostPolicy:
@@ -115,7 +118,7 @@ class HostPolicy:
             elif (name := pattern[:-1] if pattern.endswith(".") else pattern) != "*" \
                     and _PATTERN.fullmatch(name):
                 if "*" in name:
-                    self._rules.append(_regex(name))
+                    self._rules.append(host_pattern(name))
                 else:
                     self._exact.add(name)
             else:

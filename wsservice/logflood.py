@@ -9,7 +9,7 @@ fixed set named in this module, never anything a client sent, so its memory is b
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import Any, Callable, cast
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import ILogObserver, Logger, LogLevel, globalLogPublisher
@@ -47,18 +47,6 @@ BURST: dict[str, int] = {
 KINDS = tuple(BURST)
 
 DEFAULT_INTERVAL = 10.0
-
-# Autobahn's per-connection lines (autobahn/websocket/protocol.py, autobahn/twisted/
-# websocket.py) by their format string; any other of its lines at WARN or above is
-# OTHER_AUTOBAHN, below WARN it passes untouched.
-AUTOBAHN_NAMESPACE = "autobahn.twisted.websocket.WebSocketServerProtocol"
-_AUTOBAHN_FORMATS = {
-    'failing WebSocket connection (code={code}): "{reason}"': PROTOCOL_VIOLATION,
-    "dropping connection to peer {peer} with abort={abort}: {reason}": UNCLEAN_DROP,
-    "failing WebSocket opening handshake ('{reason}')": BAD_HANDSHAKE,
-    "Auto ping/pong: received non-pending pong": UNSOLICITED_PONG,
-}
-
 
 class LogFlood:
     """Per-kind counters deciding which client-caused log lines are written, on ``clock``.
@@ -124,6 +112,18 @@ class LogFlood:
             self._summary(held)
         self._closed = True
 
+    def observer(self, kind_of: Callable[[dict[str, Any]], str | None],
+                 namespace: str) -> ILogObserver:
+        """An ILogObserver for a library's logger: each event is put in ``namespace`` and
+        passed on to the global log publisher, those ``kind_of`` names a kind through
+        ``admit`` (an adapter knows which of its library's lines a client causes)."""
+        def observe(event: dict[str, Any]) -> None:
+            event["log_namespace"] = namespace
+            kind = kind_of(event)
+            if kind is None or self.admit(kind):
+                globalLogPublisher(event)
+        return cast(ILogObserver, observe)
+
     def logger(self, kind: str, namespace: str) -> Logger:
         """A twisted.logger Logger in ``namespace`` whose every line is of ``kind`` and goes
         through ``admit`` (for a protocol whose lines are all about one client)."""
@@ -131,24 +131,3 @@ class LogFlood:
             if event.get("log_level") is not LogLevel.debug and self.admit(kind):
                 globalLogPublisher(event)
         return Logger(namespace=namespace, observer=cast(ILogObserver, observe))
-
-    # -- Autobahn's own lines ---------------------------------------------------------------
-
-    def autobahnObserver(self, event: dict[str, Any]) -> None:
-        """An ILogObserver for an Autobahn protocol's logger: its per-connection lines go
-        through ``admit``, the rest on to the global log publisher unchanged."""
-        # the logger is made by wsservice (it only routes Autobahn's events): say whose
-        event["log_namespace"] = AUTOBAHN_NAMESPACE
-        kind = _AUTOBAHN_FORMATS.get(event.get("log_format") or "")
-        level = event.get("log_level")
-        if kind is None and level in (LogLevel.warn, LogLevel.error, LogLevel.critical):
-            kind = TLS_ERROR if "TLS" in str(event.get("log_format")) else OTHER_AUTOBAHN
-        if kind is None or self.admit(kind):
-            globalLogPublisher(event)
-
-    def autobahnLogger(self) -> Any:
-        """A txaio logger (what Autobahn's ``log`` attribute holds) whose events go through
-        ``autobahnObserver``: set it as a protocol class's ``log``."""
-        import txaio  # Autobahn's logging layer, set up for Twisted by autobahn.twisted
-        # (txaio binds make_logger when Autobahn picks Twisted: mypy cannot see it)
-        return txaio.make_logger(observer=self.autobahnObserver)  # type: ignore[attr-defined]

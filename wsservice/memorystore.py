@@ -18,10 +18,10 @@ class MemoryRecord:
     """One session's resumable state, in this process's memory."""
 
     __slots__ = ("id", "label", "principal", "meta", "seq", "subscriptions", "_token",
-                 "_frames", "_size", "_limit", "_bytes", "_expiry", "_store")
+                 "_frames", "_size", "_expiry", "_store")
 
     def __init__(self, session_id: str, token: str, label: str, principal: Any, meta: dict,
-                 limit: int, max_bytes: int, store: MemorySessionStore | None = None) -> None:
+                 store: MemorySessionStore) -> None:
         self.id = session_id
         self.label = label
         self.principal = principal
@@ -32,10 +32,8 @@ class MemoryRecord:
         # pushed frames kept for resume, oldest first: (seq, frame), and their total size
         self._frames: deque[tuple[int, bytes]] = deque()
         self._size = 0
-        self._limit = limit
-        self._bytes = max_bytes
         self._expiry: IDelayedCall | None = None
-        # the store whose process-wide budget this record's frames count against
+        # the store: its per-session limits, and the process-wide budget the frames count in
         self._store = store
 
     def __repr__(self) -> str:
@@ -46,17 +44,16 @@ class MemoryRecord:
         self.seq = seq
         frames = self._frames
         frames.append((seq, frame))
+        store = self._store
         before = self._size
         size = before + len(frame)
-        while len(frames) > self._limit or size > self._bytes:
+        while len(frames) > store.replay_limit or size > store.replay_bytes:
             size -= len(frames.popleft()[1])
         self._size = size
-        store = self._store
-        if store is not None:
-            # one sum per frame kept for the whole process's budget; trimming is rare
-            kept = store.kept_bytes = store.kept_bytes + size - before
-            if kept > store.max_memory:
-                store._trim()
+        # one sum per frame kept for the whole process's budget; trimming is rare
+        kept = store.kept_bytes = store.kept_bytes + size - before
+        if kept > store.max_memory:
+            store._trim()
 
     def ack(self, seq: int) -> None:
         """Forget every kept frame up to ``seq``."""
@@ -68,8 +65,7 @@ class MemoryRecord:
 
     def _forgot(self, size: int) -> None:
         """The kept frames now add up to ``size``: tell the store what was freed."""
-        if self._store is not None:
-            self._store.kept_bytes -= self._size - size
+        self._store.kept_bytes -= self._size - size
         self._size = size
 
     def _shed(self, wanted: int) -> tuple[int, int]:
@@ -130,8 +126,8 @@ class MemorySessionStore:
     def __init__(self, clock: IReactorTime, replay_limit: int = 1000,
                  replay_bytes: int = 1 << 20, max_memory: int = 256 << 20) -> None:
         self._clock = clock
-        self._limit = replay_limit
-        self._bytes = replay_bytes
+        self.replay_limit = replay_limit  # frames and bytes kept per session
+        self.replay_bytes = replay_bytes
         self._records: dict[str, MemoryRecord] = {}
         # detached records, longest-detached first: their buffers are trimmed first
         self._detached: dict[str, MemoryRecord] = {}
@@ -150,8 +146,7 @@ class MemorySessionStore:
     def create(self, session_id: str, token: str, label: str, principal: Any,
                meta: dict) -> Deferred[ISessionRecord]:
         """A new session's record (see ISessionStore)."""
-        record = MemoryRecord(session_id, token, label, principal, meta, self._limit,
-                              self._bytes, self)
+        record = MemoryRecord(session_id, token, label, principal, meta, self)
         self._records[session_id] = record
         return succeed(record)
 

@@ -6,6 +6,8 @@ import re
 from typing import Iterable
 from urllib.parse import urlsplit
 
+from .hosts import host_pattern
+
 _DEFAULT_PORTS = {"http": 80, "ws": 80, "https": 443, "wss": 443}
 _PATTERN = re.compile(
     r"^(?P<scheme>[a-z][a-z0-9+.-]*)://(?P<host>\[[0-9a-f:.]+\]|[a-z0-9*._-]+)"
@@ -28,17 +30,6 @@ def _split(origin: str, default_port: int | None = None) -> tuple[str, str, int]
         if port is None:
             return None
     return parts.scheme, host, port
-
-
-def _host_regex(host: str) -> re.Pattern[str]:
-    """A host pattern: a leading ``*.`` stands for one or more labels, ``*`` else for one."""
-    if host.startswith("["):
-        return re.compile(re.escape(host[1:-1]))
-    prefix = ""
-    if host.startswith("*."):
-        prefix, host = r"(?:[a-z0-9_-]+\.)+", host[2:]
-    return re.compile(prefix + r"\.".join(
-        "[a-z0-9_-]+" if label == "*" else re.escape(label) for label in host.split(".")))
 
 
 class OriginPolicy:
@@ -72,7 +63,7 @@ class OriginPolicy:
                     raise ValueError(f"{pattern!r}: give a port for scheme {scheme!r}")
             else:
                 number = None if port == "*" else int(port)
-            self._rules.append((scheme, _host_regex(m["host"]), number))
+            self._rules.append((scheme, host_pattern(m["host"]), number))
 
     def allows(self, origin: str | None, host: str | None) -> bool:
         """True if a handshake with this Origin and Host headers may go ahead."""

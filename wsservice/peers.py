@@ -11,7 +11,8 @@ from __future__ import annotations
 import ipaddress
 from typing import Iterable, Mapping
 
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.interfaces import IAddress, IReactorTime
 
 UNIX = "unix"
 # A sweep of idle rate buckets runs when this many peers have buckets: the map stays bounded
@@ -47,6 +48,14 @@ def peer_host(peer: str) -> str:
     kind, _, rest = peer.partition(":")
     if kind in ("tcp4", "tcp6"):
         return rest.rsplit(":", 1)[0]
+    return UNIX
+
+
+def address_host(address: IAddress) -> str:
+    """The IP address of a Twisted address as text, or ``unix`` for any other kind (the
+    accept-time twin of ``peer_host``)."""
+    if isinstance(address, (IPv4Address, IPv6Address)):
+        return address.host
     return UNIX
 
 

@@ -206,12 +206,6 @@ class SessionService(Service):
         for session in list(self.sessions.values()):
             self.end(session, reason, Close.GOING_AWAY, "server shutting down")
 
-    @property
-    def full(self) -> bool:
-        """True when ``max_sessions`` is reached (a new session then expires the
-        longest-detached one, or is refused when every session is attached)."""
-        return len(self.sessions) >= self.settings.max_sessions
-
     def room(self, peer: str) -> str | None:
         """Make room for a new session of ``peer``: expire the longest-detached session of
         that peer past ``max_sessions_per_peer``, or overall past ``max_sessions``. None, or
@@ -424,17 +418,13 @@ class SessionService(Service):
         self._in[self._type_names[kind]] += 1
         self._dispatch[kind](session, message)
 
-    def frames(self, session: Session, n: int) -> None:
-        """``n`` more frames of a message still arriving: each costs a rate-limit token, as
-        a message does, and one over the rate is answered like a message over it."""
-        now = self._now = self._seconds()
-        for _ in range(n):
-            if not session.allow(now, self._rate, self._burst):
-                self.badMessage(session, errors.RATE_LIMITED,
-                                f"over {self.settings.rate:g} messages/s (each frame past a "
-                                f"message's first counts); slow down")
-                if not session.attached:
-                    return
+    def frame(self, session: Session) -> None:
+        """One more frame of a message still arriving: it costs a rate-limit token, as a
+        message does, and one over the rate is answered like a message over it."""
+        if not session.allow(self._seconds(), self._rate, self._burst):
+            self.badMessage(session, errors.RATE_LIMITED,
+                            f"over {self.settings.rate:g} messages/s (each frame past a "
+                            f"message's first counts); slow down")
 
     def badMessage(self, session: Session, code: str, message: str,
                    call_id: wire.CallId | None = None) -> None:

@@ -151,12 +151,11 @@ def makeSite(service: SessionService, listener: str = "", secure: bool = False,
     if service.settings.conformance_echo:
         _place(root, "echo", WebSocketResource(EchoFactory(service, listener, secure, reactor)))
     settings = service.settings
-    site = Site(root, HostPolicy(settings.allowed_hosts), server_header(settings.server_version),
-                deadline=settings.hello_timeout, reactor=reactor)
-    site.displayTracebacks = False
     # every listener counts its connections from the accept in the service's one PeerLimits
-    site.peers = service.peers
-    site.bound(service.logs)
+    site = Site(root, HostPolicy(settings.allowed_hosts), server_header(settings.server_version),
+                deadline=settings.hello_timeout, reactor=reactor, peers=service.peers,
+                logs=service.logs)
+    site.displayTracebacks = False
     site.wsFactory = factory  # type: ignore[attr-defined]
     return site
 

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import txaio
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.compress import PerMessageDeflateOffer, PerMessageDeflateOfferAccept
 from autobahn.websocket.types import ConnectionDeny
 from autobahn.websocket.utf8validator import Utf8Validator
 from twisted.internet.interfaces import IReactorTime
+from twisted.logger import LogLevel
 
 from . import fastpath, logflood
 from ._version import server_header
@@ -27,6 +29,35 @@ from .service import SessionService
 
 SUBPROTOCOL = "wsservice.v1"
 _OPEN = WebSocketServerProtocol.STATE_OPEN
+
+# Autobahn's per-connection lines (autobahn/websocket/protocol.py, autobahn/twisted/
+# websocket.py), by their format string, and the kind of client-caused line each is; any
+# other of its lines at WARN or above is OTHER_AUTOBAHN, below WARN it passes untouched.
+AUTOBAHN_NAMESPACE = "autobahn.twisted.websocket.WebSocketServerProtocol"
+_AUTOBAHN_FORMATS = {
+    'failing WebSocket connection (code={code}): "{reason}"': logflood.PROTOCOL_VIOLATION,
+    "dropping connection to peer {peer} with abort={abort}: {reason}": logflood.UNCLEAN_DROP,
+    "failing WebSocket opening handshake ('{reason}')": logflood.BAD_HANDSHAKE,
+    "Auto ping/pong: received non-pending pong": logflood.UNSOLICITED_PONG,
+}
+_WARNINGS = (LogLevel.warn, LogLevel.error, LogLevel.critical)
+
+
+def _autobahn_kind(event: dict[str, Any]) -> str | None:
+    """The kind of client-caused line an Autobahn log event is, or None (not bounded)."""
+    kind = _AUTOBAHN_FORMATS.get(event.get("log_format") or "")
+    if kind is None and event.get("log_level") in _WARNINGS:
+        kind = (logflood.TLS_ERROR if "TLS" in str(event.get("log_format"))
+                else logflood.OTHER_AUTOBAHN)
+    return kind
+
+
+def _autobahn_logger(logs: logflood.LogFlood) -> Any:
+    """A txaio logger (what Autobahn's ``log`` attribute holds) whose events go through the
+    service's LogFlood, under Autobahn's namespace."""
+    # txaio binds make_logger once Autobahn picks Twisted: mypy cannot see it
+    return txaio.make_logger(  # type: ignore[attr-defined]
+        observer=logs.observer(_autobahn_kind, AUTOBAHN_NAMESPACE))
 
 
 def _accept_deflate(offers: list[Any]) -> PerMessageDeflateOfferAccept | None:
@@ -196,7 +227,7 @@ class WebSocketProtocol(WebSocketServerProtocol):
         self._gather()  # a fragmented text message is checked for UTF-8 from now on
         connection = self._connection
         if connection is not None and self.state == _OPEN:
-            connection.frames(1)
+            connection.frame()
             if self.state != _OPEN:
                 self._drop()  # closed for its rate while sending frames: see _fail
 
@@ -404,7 +435,7 @@ class WebSocketFactory(WebSocketServerFactory):
         # Its Autobahn logger too: per-connection lines any client can cause go through
         # the service's flood bounds (logflood).
         self.protocol = type(self.protocol.__name__, (self.protocol,),  # type: ignore[assignment]
-                             {"log": service.logs.autobahnLogger()})
+                             {"log": _autobahn_logger(service.logs)})
         self._own_class = self.protocol
         if self.fast:
             fastpath.install(self.protocol)  # on this factory's own class only
