@@ -33,13 +33,17 @@ from .listener import ListenerService
 from .memorybroker import MemoryBroker
 from .memorystore import MemoryRecord, MemorySessionStore
 from .reasons import Close
+from .redisstore import RedisBroker, RedisRecord, RedisSessionStore
 from .service import SessionService
 from .session import Session
+from .clustersession import ClusterSession
+from .cluster import cluster_seams
 from .store import Claim
 
 __all__ = [
     "__version__",
     "ANONYMOUS", "AnonymousAuthenticator", "ApplicationError", "AuthRequest", "Claim", "Close",
+    "ClusterSession", "RedisBroker", "RedisRecord", "RedisSessionStore", "cluster_seams",
     "ConfigurationError", "Forbidden", "HMACAuthenticator", "Handler", "IAuthRequest",
     "IAuthenticator", "IBroker", "ICallHandler", "IDeliverable", "IEventHandler",
     "IResourceProvider", "ISession", "ISessionObserver", "ISessionRecord", "ISessionStore",

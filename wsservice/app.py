@@ -70,12 +70,31 @@ class WSService(MultiService):
         return listener
 
 
+def sessionService(handlers: Iterable[Any] | Registry = (), settings: Settings | None = None,
+                   authenticator: Any = None, reactor: IReactorTime | None = None,
+                   redis: str | None = None,
+                   node_id: str | None = None) -> tuple[SessionService, Service | None]:
+    """The SessionService, in memory or as a node of the cluster on ``redis`` (then also the
+    engine service that links it to Redis)."""
+    if redis is None:
+        return SessionService(handlers, settings, authenticator, clock=reactor), None
+    from .cluster import cluster_seams
+    engine, store, broker = cluster_seams(redis, node_id, settings, reactor)
+    return SessionService(handlers, settings, authenticator, clock=reactor, store=store,
+                          broker=broker), engine
+
+
 def makeService(handlers: Iterable[Any] | Registry = (), listen: Iterable[str] = (DEFAULT_LISTEN,),
                 settings: Settings | None = None, authenticator: Any = None,
-                reactor: IReactorTime | None = None) -> WSService:
-    """Build the service: handlers (objects, or a Registry) served on every ``listen`` string."""
-    sessions = SessionService(handlers, settings, authenticator, clock=reactor)
+                reactor: IReactorTime | None = None, redis: str | None = None,
+                node_id: str | None = None) -> WSService:
+    """Build the service: handlers (objects, or a Registry) served on every ``listen`` string;
+    with ``redis`` (a URL) a node of the cluster on that Redis."""
+    sessions, engine = sessionService(handlers, settings, authenticator, reactor, redis,
+                                      node_id)
     service = WSService(sessions, reactor)
+    if engine is not None:
+        engine.setServiceParent(service)
     for description in listen:
         service.listen(description)
     return service

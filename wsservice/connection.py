@@ -217,7 +217,8 @@ class Connection:
         if resume is None:
             self._new(principal)
         else:
-            self.service.claim(resume).addCallback(self._claimed, resume, principal)
+            self.service.claim(resume).addCallbacks(self._claimed, self._storeFailed,
+                                                    (resume, principal))
 
     def _claimed(self, claim: Claim | None, resume: wire.Resume, principal: Any) -> None:
         if self.state != AUTHENTICATING:
@@ -236,7 +237,8 @@ class Connection:
         if refused is not None:
             self.close(Close.TRY_AGAIN_LATER, refused)
             return
-        self.service.create(principal, self._meta).addCallback(self._created)
+        self.service.create(principal, self._meta).addCallbacks(self._created,
+                                                                self._storeFailed)
 
     def _created(self, made: tuple[ISessionRecord, str]) -> None:
         record, token = made
@@ -244,6 +246,14 @@ class Connection:
             self.service.discard(record)  # nobody ever got its token
             return
         self._opened(self.service.open(record, token, self.link, self.peer))
+
+    def _storeFailed(self, failure: Failure) -> None:
+        """The session store could not answer (Redis away): try again later."""
+        if self.state != AUTHENTICATING:
+            return
+        if self.service.logs.admit(logflood.STORE_FAILURE):
+            self._log.warn("session store unavailable: {why}", why=failure.getErrorMessage())
+        self.close(Close.TRY_AGAIN_LATER, "sessions unavailable, try again later")
 
     def _opened(self, session: Session) -> None:
         self._stopTimer()

@@ -19,13 +19,17 @@ class ISession(Interface):
     meta = Attribute("dict: the hello's ``meta`` object (empty when none was sent).")
     seq = Attribute("int: the seq of the last message pushed to this session.")
     closed = Attribute("bool: True once the session has ended.")
+    service = Attribute("SessionService: the service of this session; its push() and call() "
+                        "reach any session by id, on any node of a cluster.")
     attached = Attribute("bool: True while a client connection is attached (False while the "
                          "session waits to be resumed, and once it has ended).")
 
-    def push(event: str, data: object = None) -> int:
+    def push(event: str, data: object = None) -> object:
         """Push event ``event`` with ``data`` to the client; return its ``seq``.
 
-        While the client is away (resumable), the push is kept for replay.
+        While the client is away (resumable), the push is kept for replay. In a cluster Redis
+        numbers the message: push returns a Deferred firing with the seq once Redis keeps
+        it (0 if it could not: then it was not sent either).
         """
 
     def call(method: str, params: object = None, timeout: float | None = None) -> object:

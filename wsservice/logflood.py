@@ -35,6 +35,7 @@ TLS_ERROR = "TLS error"
 OTHER_AUTOBAHN = "other Autobahn warning"
 HTTP_CLIENT = "slow or bad HTTP client"  # twisted.web's lines about one connection
 CONNECTION_REFUSED = "connection refused by a limit"
+STORE_FAILURE = "session store unavailable"
 
 BURST: dict[str, int] = {
     HANDLER_FAILURE: 3, UNSERIALIZABLE_RESULT: 3, OBSERVER_FAILURE: 3,
@@ -42,7 +43,7 @@ BURST: dict[str, int] = {
     SLOW_CONSUMER: 1,
     ADAPTER_FAILURE: 3, PROTOCOL_VIOLATION: 1, UNCLEAN_DROP: 1, BAD_HANDSHAKE: 1,
     UNSOLICITED_PONG: 1, TLS_ERROR: 1, OTHER_AUTOBAHN: 1, HTTP_CLIENT: 1,
-    CONNECTION_REFUSED: 1,
+    CONNECTION_REFUSED: 1, STORE_FAILURE: 1,
 }
 KINDS = tuple(BURST)
 

@@ -12,6 +12,7 @@ from twisted.internet.defer import (
     CancelledError,
     Deferred,
     TimeoutError,
+    fail,
     maybeDeferred,
     succeed,
 )
@@ -64,12 +65,20 @@ class SessionService(Service):
         verify(self.authenticator, (IAuthenticator,), f"authenticator {self.authenticator!r}")
         # with resume off nothing is ever replayed: the replay buffer holds nothing (the seq
         # still counts, for a client that takes its live session over)
-        self.store: ISessionStore = store or MemorySessionStore(
+        self.store: ISessionStore = store if store is not None else MemorySessionStore(
             self.clock, settings.replay_limit if settings.resume_ttl > 0 else 0,
             settings.replay_bytes, settings.max_replay_memory)
         verify(self.store, (ISessionStore,), f"session store {self.store!r}")
-        self.broker: IBroker = broker or MemoryBroker()
+        self.broker: IBroker = broker if broker is not None else MemoryBroker()
         verify(self.broker, (IBroker,), f"broker {self.broker!r}")
+        # a shared store brings its own kind of session (Redis numbers its messages) and
+        # hands over sessions adopted from a node that died
+        self._session_class: type[Session] = getattr(self.store, "session_class", None) \
+            or Session
+        if hasattr(self.store, "adopt"):
+            shared: Any = self.store
+            shared.adopt = self.adopt
+            shared.session_of = lambda session_id: self.sessions.get(session_id)
         # this node's sessions, attached or resumable
         self.sessions: dict[str, Session] = {}
         self.broker.bind(self.sessions.get)
@@ -148,11 +157,15 @@ class SessionService(Service):
         def done(result: Any) -> Any:
             if timer.active():
                 timer.cancel()
-            # Truthful for one process: its sessions live in its memory only, so they end
-            # with it (a shared store is what lets another process resume them).
-            self._log.info("drained; {count} sessions end with this process (they are kept "
-                           "in its memory only: a restarted server cannot resume them)",
-                           count=len(self.sessions))
+            if self.unavailable() is None and hasattr(self.store, "engine"):
+                self._log.info("drained; {count} sessions stay resumable on the other nodes "
+                               "(kept in Redis)", count=len(self.sessions))
+            else:
+                # Truthful for one process: its sessions live in its memory only, so they
+                # end with it (a shared store is what lets another process resume them).
+                self._log.info("drained; {count} sessions end with this process (they are "
+                               "kept in its memory only: a restarted server cannot resume "
+                               "them)", count=len(self.sessions))
             return result
         return drained.addBoth(done)
 
@@ -235,6 +248,10 @@ class SessionService(Service):
                 if not of:
                     del self._detached_of[session.peer]
 
+    def unavailable(self) -> str | None:
+        """Why this node cannot take new sessions now (its shared store is away), or None."""
+        return getattr(self.store, "unavailable", None)
+
     def connect(self, link: Link, headers: dict[str, str] | None = None, peer: str = "",
                 listener: str = "") -> Connection:
         """A transport opened a connection: return the object to feed its messages to."""
@@ -266,7 +283,7 @@ class SessionService(Service):
     def open(self, record: ISessionRecord, token: str, link: Link, peer: str = "") -> Session:
         """The new session of ``record`` on ``link`` (from ``peer``): send ``welcome``, tell
         the observers."""
-        session = Session(self, record, link)
+        session = self._session_class(self, record, link)
         self._own(session, peer)
         self.metrics.sessions_opened += 1
         # Per-session lines are DEBUG: at thousands of sessions a second, INFO lines would
@@ -310,7 +327,7 @@ class SessionService(Service):
         session = self.sessions.get(record.id)
         if session is None:
             # resumable state kept elsewhere (a shared store): this node owns it from now on
-            session = Session(self, record, None)
+            session = self._session_class(self, record, None)
             self._own(session, peer)
             session.rejoin()
         self._attached(session)
@@ -343,13 +360,7 @@ class SessionService(Service):
         """End ``session`` for good; close its link for ``close`` when one is given."""
         if session.closed:
             return
-        if self.sessions.pop(session.id, None) is not None:
-            self._attached(session)
-            left = self._per_peer[session.peer] - 1
-            if left:
-                self._per_peer[session.peer] = left
-            else:
-                del self._per_peer[session.peer]
+        self._disown(session)
         link = session.ended()
         self.store.end(session.record())
         self.metrics.sessions_closed[reason] += 1
@@ -364,6 +375,41 @@ class SessionService(Service):
                 if self.logs.admit(logflood.OBSERVER_FAILURE):
                     self._log.failure("observer {observer!r} failed on sessionClosed",
                                       observer=observer)
+
+    def _disown(self, session: Session) -> None:
+        if self.sessions.pop(session.id, None) is not None:
+            self._attached(session)
+            left = self._per_peer[session.peer] - 1
+            if left:
+                self._per_peer[session.peer] = left
+            else:
+                del self._per_peer[session.peer]
+
+    def moved(self, session: Session) -> None:
+        """Another node took ``session`` (its client resumed there, or this node was thought
+        dead): let go of it here without ending it; its connection here is closed 4409."""
+        if session.closed:
+            return
+        self._disown(session)
+        link = session.ended()
+        forget = getattr(self.store, "forget", None)
+        if forget is not None:
+            forget(session.record())
+        self.metrics.disconnects["taken_over"] += 1
+        if link is not None:
+            link.close(Close.TAKEN_OVER, "session resumed on another connection")
+        self._log.debug("session {session} moved to another node", session=session.label)
+
+    def adopt(self, record: ISessionRecord, ttl: float) -> None:
+        """A session of a node that died: held here, detached, until resumed or expired."""
+        if record.id in self.sessions:
+            return
+        session = self._session_class(self, record, None)
+        self._own(session, "adopted")
+        session.rejoin()
+        self.store.detach(record, ttl, lambda: self.end(session, "expired"))
+        self._detached[session.id] = session
+        self._detached_of.setdefault(session.peer, {})[session.id] = session
 
     def disconnect(self, session: Session, reason: Close, text: str) -> None:
         """Close a session's connection for ``reason``; the session stays resumable."""
@@ -396,6 +442,20 @@ class SessionService(Service):
         """Push ``event`` to the session ``session_id`` wherever it is; a Deferred firing
         with True, or False when there is no such session."""
         return self.broker.send(session_id, wire.event_prefix(event, data), "event")
+
+    def call(self, session_id: str, method: str, params: Any = None,
+             timeout: float | None = None) -> Deferred:
+        """Call ``method`` on the client of session ``session_id`` wherever it is; a Deferred
+        of its result (see ISession.call). Fails with ApplicationError ``unknown_session``
+        when there is no such session."""
+        wait = self.settings.call_timeout if timeout is None else timeout
+        session = self.sessions.get(session_id)
+        if session is not None and not session.closed:
+            return session.call(method, params, wait)
+        remote = getattr(self.broker, "call", None)
+        if remote is None:
+            return fail(ApplicationError("unknown_session", "no such session"))
+        return remote(session_id, method, params, wait)
 
     # -- per-message dispatch -------------------------------------------------------------------
 

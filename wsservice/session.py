@@ -90,6 +90,11 @@ class Session:
         return self._record.seq
 
     @property
+    def service(self) -> Any:
+        """The SessionService of this session: to push or call other sessions by id."""
+        return self._host
+
+    @property
     def attached(self) -> bool:
         """True while a connection is attached (False while resumable or once ended)."""
         return self._link is not None

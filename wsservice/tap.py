@@ -17,13 +17,14 @@ from twisted.application.service import IService
 from twisted.python import usage
 
 from . import registry
-from .app import DEFAULT_LISTEN, WSService
+from .app import DEFAULT_LISTEN, WSService, sessionService
 from .config import FLAG_FIELDS, OPTION_FIELDS, SettingError, Settings, bounds, check, kind
 from .endpoints import ListenError, parse
 from .errors import ConfigurationError
 from .hosts import HostPolicy
 from .log import logger
 from .peers import parse_networks
+from .redisurl import node_name, parse_redis_url
 from .service import SessionService
 from .web import check_resources
 
@@ -111,6 +112,13 @@ class Options(usage.Options):
          "Authenticator: hmac:SECRET_FILE (HMAC-signed tokens with expiry, see "
          "python -m wsservice.tokens) or package.module:attribute providing "
          "IAuthenticator (default: everyone is anonymous)."],
+        ["redis", None, None,
+         "Make this process a node of a cluster: the Redis all nodes share, as "
+         "redis://[user:password@]HOST:PORT/DB, rediss://... (TLS) or "
+         "unix:///path/redis.sock?db=N (default: one process, everything in memory)."],
+        ["node-id", None, None,
+         "This node's name in the cluster (letters, digits, '-', '_'; default: random, "
+         "printed at start). Only with --redis."],
     ] + [[_flag(spec)[2:], None, None, _help(spec)] for spec in OPTION_FIELDS.values()]
 
     optFlags = [[spec.metadata["flag"], None, spec.metadata["help"]]
@@ -202,6 +210,18 @@ class Options(usage.Options):
                               f"e.g. {_flag(spec)} {spec.default}") from e
         except ValueError as e:  # a malformed --allowed-origin pattern
             raise OptionError(f"--allowed-origin: {e}") from e
+        if self["redis"] is not None:
+            try:
+                parse_redis_url(self["redis"])
+            except ConfigurationError as e:
+                raise OptionError(str(e)) from e
+        if self["node-id"] is not None:
+            if self["redis"] is None:
+                raise OptionError("--node-id: only a node of a cluster has one; give --redis too")
+            try:
+                node_name(self["node-id"])
+            except ConfigurationError as e:
+                raise OptionError(str(e)) from e
         self._import_path()
         # Load handlers here, not in makeService: an error while parsing is reported as one
         # line, one from makeService as a traceback.
@@ -289,10 +309,14 @@ def makeService(options: Options) -> IService:
     """Build the service twistd runs from parsed options."""
     parent = options.parent if options.parent is not None else {}
     foreground = bool(parent.get("nodaemon", True))
+    sessions, engine = sessionService(options["handlers"], options["settings"],
+                                      options["authenticator"], redis=options["redis"],
+                                      node_id=options["node-id"])
     service = CommandLineService(
-        SessionService(options["handlers"], options["settings"], options["authenticator"]),
-        pidfile=parent.get("pidfile") or None, foreground=foreground,
+        sessions, pidfile=parent.get("pidfile") or None, foreground=foreground,
         log_to_stdout=foreground and parent.get("logfile") in (None, "-"))
+    if engine is not None:
+        engine.setServiceParent(service)
     for description in options["listen"]:
         service.listen(description)
     return service

@@ -39,11 +39,16 @@ class HealthResource(_ServiceResource):
     def render_GET(self, request: Request) -> bytes:
         """Answer the health probe."""
         running = bool(self.service.running)
-        request.setResponseCode(200 if running else 503)
+        away = self.service.unavailable() if running else None
+        request.setResponseCode(200 if running and away is None else 503)
         request.setHeader(b"content-type", b"application/json")
         request.setHeader(b"cache-control", b"no-store")
-        return orjson.dumps({"status": "ok" if running else "stopping",
-                             "sessions": len(self.service.sessions), "version": __version__})
+        body: dict = {"status": "ok" if running and away is None else
+                      "stopping" if not running else "unavailable",
+                      "sessions": len(self.service.sessions), "version": __version__}
+        if away is not None:
+            body["reason"] = away
+        return orjson.dumps(body)
 
 
 class MetricsResource(_ServiceResource):

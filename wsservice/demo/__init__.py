@@ -100,6 +100,18 @@ class DemoApp(Handler):
             raise InvalidParams(f"'timeout' must be a number from 0 to {MAX_SLEEP}")
         return session.call(method, params.get("params"), timeout)
 
+    @call("tell")
+    def tell(self, session: ISession, params: Any) -> Any:
+        """Push event ``event`` with ``data`` to the session ``session`` on whichever node
+        holds it; answer true, or false when there is no such session anywhere."""
+        params = _object(params, "tell")
+        target, name = params.get("session"), params.get("event")
+        if not isinstance(target, str) or not target:
+            raise InvalidParams("'session' must be a session id")
+        if not isinstance(name, str) or not name:
+            raise InvalidParams("'event' must be a non-empty string")
+        return session.service.push(target, name, params.get("data"))
+
     @call("push")
     def push(self, session: ISession, params: Any) -> Any:
         """Push ``count`` events named ``event`` (with ``data``), then answer ``count``."""
