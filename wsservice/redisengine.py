@@ -176,11 +176,12 @@ class RedisEngine(Service):
 
     def _unreachable(self, failure: Failure) -> None:
         reason = f"Redis at {self.address} unreachable: {failure.getErrorMessage()}"
-        if self.state != DOWN or reason != self.reason:
-            if self.state in (UP, SYNCING, CONNECTING) and self.state != CONNECTING:
-                self._down(reason)
-            else:
-                self.reason = reason
+        if reason == self.reason:
+            return  # said once per outage (it retries every two seconds at most)
+        if self.state in (UP, SYNCING):
+            self._down(reason)
+        else:
+            self.reason = reason
             self._log.warn("{reason} (retrying)", reason=reason)
 
     def _ready(self, protocol: Any, kind: str) -> None:
@@ -277,7 +278,16 @@ class RedisEngine(Service):
         if self._args and self.state == UP:
             # what was queued before this script goes first: one connection, one order
             self._flush()
-        return self._eval(command, SCRIPTS[name], (self.prefix, *args))
+        self.inflight += 1
+        return self._eval(command, SCRIPTS[name], (self.prefix, *args)).addBoth(self._done)
+
+    def _done(self, result: Any) -> Any:
+        self.inflight -= 1
+        if not self.inflight and not self._args and self._idle:
+            idle, self._idle = self._idle, []
+            for d in idle:
+                d.callback(None)
+        return result
 
     def _eval(self, command: Any, script: Script, argv: tuple) -> Deferred:
         try:
@@ -330,7 +340,6 @@ class RedisEngine(Service):
         d.addBoth(self._answered, handlers)
 
     def _answered(self, result: Any, handlers: list) -> None:
-        self.inflight -= 1
         if isinstance(result, Failure):
             if not result.check(RedisUnavailable):
                 self._log.failure("node {node}: a batch failed in Redis", result, node=self.node)
@@ -346,10 +355,7 @@ class RedisEngine(Service):
                     handler(context, value)
             if mine:
                 self.records(mine)
-        if not self.inflight and not self._args and self._idle:
-            idle, self._idle = self._idle, []
-            for d in idle:
-                d.callback(None)
+        self._done(None)
 
     def _failBatch(self, error: Exception) -> None:
         self._args = []

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import re
 import secrets
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from .errors import ConfigurationError
+
+_NODE_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 @dataclass(frozen=True)
@@ -43,8 +46,8 @@ class RedisAddress:
 def parse_redis_url(url: str) -> RedisAddress:
     """Parse ``redis://[user:password@]host[:port][/db]``, ``rediss://…`` or
     ``unix:///path/redis.sock[?db=N][&password=…]``; ConfigurationError if it is not one."""
+    parts = urlsplit(url)
     try:
-        parts = urlsplit(url)
         query = parse_qs(parts.query)
         scheme = parts.scheme.lower()
         username = unquote(parts.username) if parts.username else None
@@ -68,8 +71,9 @@ def parse_redis_url(url: str) -> RedisAddress:
         if db < 0:
             raise ValueError("the database number must not be negative")
     except ValueError as e:
+        shown = url.replace(f":{parts.password}@", ":***@") if parts.password else url
         raise ConfigurationError(
-            f"--redis {url!r}: {e} (expected redis://HOST:PORT/DB, rediss://HOST:PORT/DB "
+            f"--redis {shown!r}: {e} (expected redis://HOST:PORT/DB, rediss://HOST:PORT/DB "
             f"or unix:///path/redis.sock?db=N)") from None
     return address
 
@@ -78,7 +82,7 @@ def node_name(value: str | None) -> str:
     """A node id: the given one (letters, digits, ``-`` and ``_``), or a random one."""
     if value is None or value == "":
         return "n" + secrets.token_hex(6)
-    if not value.replace("-", "").replace("_", "").isalnum() or len(value) > 64:
+    if not _NODE_ID.fullmatch(value):
         raise ConfigurationError(f"--node-id {value!r}: use at most 64 letters, digits, "
                                  "'-' and '_'")
     return value
