@@ -111,6 +111,10 @@ class OrderTests(TestCase):
             session.push("e", n)
         await node.settle()
         self.assertEqual(node.engine.batches - before, 1)
+        from prometheus_client import generate_latest
+        scraped = generate_latest(node.h.service.metrics.registry).decode()
+        self.assertIn("wsservice_redis_up 1.0", scraped)
+        self.assertIn("wsservice_redis_batches_total", scraped)
         self.assertEqual([(m["seq"], m["data"]) for m in client.received()],
                          [(n + 1, n) for n in range(50)])
 

@@ -42,6 +42,8 @@ class Metrics:
         self.connections: Callable[[], int] | None = None
         self.refused: Mapping[str, int] = {}
         self.replay: Callable[[], tuple[int, int, int]] | None = None
+        # a cluster node's (Redis usable: 0/1, batches sent, outages, sessions adopted)
+        self.cluster: Callable[[], tuple[int, int, int, int]] | None = None
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)
 
@@ -83,6 +85,21 @@ class Metrics:
                                     "max_replay_memory.")
             c.add_metric([], trimmed_bytes)
             yield c
+        if self.cluster is not None:
+            up, batches, outages, adopted = self.cluster()
+            g = GaugeMetricFamily("wsservice_redis_up",
+                                  "1 while this node is in step with its Redis, else 0.")
+            g.add_metric([], up)
+            yield g
+            for name, doc, value in (
+                    ("wsservice_redis_batches", "Batch scripts sent to Redis (one per "
+                     "reactor turn with work).", batches),
+                    ("wsservice_redis_outages", "Times this node lost its Redis.", outages),
+                    ("wsservice_sessions_adopted", "Sessions taken over from nodes that "
+                     "stopped announcing themselves.", adopted)):
+                c = CounterMetricFamily(name, doc)
+                c.add_metric([], value)
+                yield c
         c = CounterMetricFamily("wsservice_sessions_opened", "Sessions opened.")
         c.add_metric([], self.sessions_opened)
         yield c

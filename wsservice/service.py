@@ -98,6 +98,9 @@ class SessionService(Service):
         self.metrics = Metrics(lambda: len(self.sessions))
         self.metrics.refused = self.peers.refused
         self.metrics.connections = lambda: max(self.peers.total, len(self.connections))
+        engine = getattr(self.store, "engine", None)
+        if engine is not None:
+            self.metrics.cluster = engine.stats
         stats = getattr(self.store, "replayStats", None)
         if stats is not None:
             self.metrics.replay = stats
