@@ -23,6 +23,7 @@ from .redisurl import RedisAddress, node_name
 # what a node waits for when it starts, is down, or has come back and catches up
 CONNECTING, UP, DOWN, SYNCING = "connecting", "up", "down", "syncing"
 MAX_BATCH_ARGS = 20000  # one script call's arguments; past it the batch goes at once
+MAX_QUEUED_ARGS = 1_000_000  # held while the node catches up with Redis; past it, not kept
 
 
 class RedisUnavailable(Exception):
@@ -318,7 +319,8 @@ class RedisEngine(Service):
         """Queue one operation for this turn's batch; ``handler(context, result)`` is called
         with its result (a Failure when Redis failed). False when the node cannot reach
         Redis now (nothing was queued)."""
-        if self.state == DOWN:
+        state = self.state
+        if state != UP and (state != SYNCING or len(self._args) > MAX_QUEUED_ARGS):
             return False
         self._args.extend(args)
         self._handlers.append((handler, context))

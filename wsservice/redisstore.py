@@ -20,7 +20,7 @@ from .auth import ANONYMOUS, Anonymous
 from .errors import ApplicationError
 from .interfaces import IBroker, IDeliverable, ISessionRecord, ISessionStore
 from .log import logger
-from .redisengine import DOWN, UP, RedisEngine, RedisUnavailable
+from .redisengine import SYNCING, UP, RedisEngine, RedisUnavailable
 from .store import Claim, token_hash
 
 GRACE_MS = 60_000  # Redis keeps a detached session this long past resume_ttl, for a node to end it
@@ -355,7 +355,7 @@ class RedisBroker:
         if local is not None and not self._isSession(local):
             local.deliver(prefix, kind)
             return succeed(True)
-        if local is not None and self.engine.state == DOWN:
+        if local is not None and self.engine.state not in (UP, SYNCING):
             local.deliver(prefix, kind)  # not durable: the session knows (diverged)
             return succeed(True)
         d: Deferred = Deferred()
