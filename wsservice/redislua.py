@@ -196,6 +196,8 @@ while i <= n do
   elseif op == 'u' then
     leave(me, ARGV[i + 1], ARGV[i + 2])
     i = i + 3
+  elseif op == 'N' then  -- nothing: its answer says the operations before it are kept
+    i = i + 1
   else
     return redis.error_reply('wsservice batch: unknown operation ' .. tostring(op))
   end

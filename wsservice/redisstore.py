@@ -54,6 +54,10 @@ def _fire(d: Deferred, result: Any) -> None:
         d.callback(result)
 
 
+def _after(callback: Callable[[], Any], result: Any) -> None:
+    callback()
+
+
 @implementer(ISessionRecord)
 class RedisRecord:
     """One session's resumable state, kept in Redis; this node's mirror of it."""
@@ -218,6 +222,12 @@ class RedisSessionStore:
         def failed(failure: Failure) -> None:
             self._ended.add(record.id)
         return d.addCallbacks(lambda _: None, failed)
+
+    def afterKept(self, callback: Callable[[], Any]) -> None:
+        """Call ``callback()`` once everything queued so far is in Redis (at once while
+        Redis is away: what this node does then is local)."""
+        if not self.engine.op(_after, callback, b"N"):
+            callback()
 
     def forget(self, record: ISessionRecord) -> None:
         """Drop this node's copy of a session another node has taken (Redis keeps it)."""

@@ -98,6 +98,8 @@ class SessionService(Service):
         self.metrics = Metrics(lambda: len(self.sessions))
         self.metrics.refused = self.peers.refused
         self.metrics.connections = lambda: max(self.peers.total, len(self.connections))
+        self._after_kept: Callable[[Callable[[], Any]], None] | None = getattr(
+            self.store, "afterKept", None)
         engine = getattr(self.store, "engine", None)
         if engine is not None:
             self.metrics.cluster = engine.stats
@@ -630,23 +632,38 @@ class SessionService(Service):
                 return
             session.subscribe(topic)
         if msg.id is not None:
-            session.reply(msg.id, None)
+            self._answerKept(session, msg.id)
 
     def _unsubscribe(self, session: Session, msg: wire.Unsubscribe) -> None:
         session.unsubscribe(msg.topic)
         if msg.id is not None:
-            session.reply(msg.id, None)
+            self._answerKept(session, msg.id)
+
+    def _answerKept(self, session: Session, call_id: wire.CallId) -> None:
+        """Answer ``null`` once what the request changed is in the shared store (so a
+        subscription is in effect on every node when its client hears so)."""
+        after = self._after_kept
+        if after is None:
+            session.reply(call_id, None)
+        else:
+            after(lambda: session.reply(call_id, None))
 
     def _publish(self, session: Session, msg: wire.Publish) -> None:
         if not self._guard(session, msg.topic, True, msg.id):
             return
         try:
-            self.publish(msg.topic, msg.data)
+            d = self.publish(msg.topic, msg.data)
         except TypeError:  # not expected (decode refuses integers orjson cannot write)
             session.error(errors.BAD_MESSAGE, "data cannot be published", None, msg.id)
             return
-        if msg.id is not None:
-            session.reply(msg.id, None)
+        call_id = msg.id
+        if call_id is not None:
+            # answered once accepted: at once in memory, once kept in Redis in a cluster
+            d.addCallbacks(lambda _: session.reply(call_id, None),
+                           lambda f: session.error(errors.INTERNAL, "the publication could "
+                                                   "not be kept; try again", None, call_id))
+        elif not d.called:
+            d.addErrback(lambda f: None)  # a publication without id wants no answer
 
     def _guard(self, session: Session, topic: str, publish: bool,
                call_id: wire.CallId | None) -> bool:
