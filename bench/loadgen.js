@@ -11,6 +11,13 @@
 // which server it is ("wsservice" or "baseline": they differ only in what welcome and topic
 // messages look like).
 //
+// For a cluster (several wsservice nodes on one Redis) the config also has `urls` (the nodes:
+// sessions are spread over them in turn, i modulo their number; the fan-out's publisher and
+// the idle workload use the first), `pids` (every process whose CPU counts: the nodes and
+// redis-server; the figures are their sum, and `cpu_by_process` gives each one's share) and
+// `redis` ({host, port}: INFO commandstats is read at both edges of the window too, and the
+// difference reported as `redis_commands`).
+//
 // Every reply is checked, byte for byte against the expected text (both servers write orjson
 // with members in the same order) or, when that differs, parsed and checked member by member:
 // calls by id (known, in flight, answered once) and result (equal to
@@ -23,7 +30,8 @@
 //   call     C connections, W calls in flight on each, `call echo` with ~100 B params
 //   event    C connections, W `event echo` in flight on each, answered by a push with seq
 //   fanout   S subscribers of topic "bench" and one publisher (not subscribed) keeping P
-//            publications in flight (one completes when every subscriber has it)
+//            publications in flight (one completes when every subscriber has it); with
+//            `fill`, that many publications complete before the warm-up starts
 //   connect  K loops of: TCP connect, WebSocket handshake, hello, welcome, close 1000
 //   idle     connect B sessions, read RSS, connect N more, let them settle, read RSS again
 //
@@ -38,7 +46,9 @@ const WebSocket = require('ws');
 const cfg = JSON.parse(process.argv[2] || '{}');
 const KIND = cfg.server_kind || 'wsservice';
 const URL_ = cfg.url;
+const URLS = cfg.urls && cfg.urls.length ? cfg.urls : [URL_];
 const PID = cfg.pid;
+const PIDS = cfg.pids && cfg.pids.length ? cfg.pids : [PID];
 const HZ = cfg.clk_tck || 100;
 const WS_OPTS = {
   perMessageDeflate: false,   // neither server is asked to compress
@@ -82,9 +92,9 @@ function error(kind, detail) {
 
 // -- the server process, from /proc ------------------------------------------------------------
 
-function serverCpu() {
+function processCpu(pid) {
   try {
-    const stat = fs.readFileSync(`/proc/${PID}/stat`, 'latin1');
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'latin1');
     const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
     return (Number(fields[11]) + Number(fields[12])) / HZ; // utime + stime, all threads
   } catch (e) {
@@ -92,6 +102,10 @@ function serverCpu() {
     return NaN;
   }
 }
+
+// CPU seconds of every measured process (the server, or a cluster's nodes and Redis)
+const serverCpuEach = () => PIDS.map(processCpu);
+const serverCpu = () => serverCpuEach().reduce((a, b) => a + b, 0);
 
 function serverRssKiB() {
   try {
@@ -141,13 +155,13 @@ function checkWelcome(msg) {
 }
 
 // Open one WebSocket, say hello, resolve with it once the welcome came (checked), or null.
-function openSession(onMessage) {
+function openSession(onMessage, url = URL_) {
   return new Promise((resolve) => {
     let ws;
     let settled = false;
     const done = (value) => { if (!settled) { settled = true; resolve(value); } };
     try {
-      ws = new WebSocket(URL_, WS_OPTS);
+      ws = new WebSocket(url, WS_OPTS);
     } catch (e) {
       error('connect', String(e));
       done(null);
@@ -181,7 +195,7 @@ async function openMany(n, concurrency, makeHandler) {
   async function worker() {
     while (next < n) {
       const i = next++;
-      out[i] = await openSession(makeHandler ? makeHandler(i) : null);
+      out[i] = await openSession(makeHandler ? makeHandler(i) : null, URLS[i % URLS.length]);
     }
   }
   await Promise.all(Array.from({ length: Math.min(concurrency, n) }, worker));
@@ -199,25 +213,100 @@ class Window {
   constructor() { this.open = false; this.count = 0; this.closed = false; }
   start() {
     this.open = true; this.count = 0;
-    this.t0 = now(); this.cpu0 = serverCpu(); this.own0 = ownCpu();
+    this.t0 = now(); this.cpu0 = serverCpuEach(); this.own0 = ownCpu();
+    if (REDIS) this.redis0 = REDIS.commandstats();
+    window_ = this;
+    // run.py --profile starts its profilers on this line (stderr is not parsed otherwise)
+    if (cfg.announce_window) process.stderr.write('loadgen: window open\n');
   }
   stop() {
     if (!this.open) return;
-    this.t1 = now(); this.cpu1 = serverCpu(); this.own1 = ownCpu();
+    this.t1 = now(); this.cpu1 = serverCpuEach(); this.own1 = ownCpu();
+    if (REDIS) this.redis1 = REDIS.commandstats();
     this.open = false; this.closed = true;
     if (this.onStop) this.onStop();
   }
   result(unit) {
     const wall = (this.t1 - this.t0) / 1000;
-    const cpu = this.cpu1 - this.cpu0;
-    return {
+    const each = this.cpu1.map((c, k) => c - this.cpu0[k]);
+    const cpu = each.reduce((a, b) => a + b, 0);
+    const out = {
       unit, count: this.count, wall_s: wall, server_cpu_s: cpu,
       per_s: this.count / wall,
       server_us_per: this.count ? (cpu * 1e6) / this.count : null,
       server_cpu_pct: (100 * cpu) / wall,
       client_cpu_pct: (100 * (this.own1 - this.own0)) / wall,
     };
+    if (PIDS.length > 1) out.cpu_by_process = each;
+    return out;
   }
+}
+
+// The window of the run (main() adds Redis's command statistics over it, once they came).
+let window_ = null;
+
+// -- Redis's INFO commandstats, over a connection of our own (cluster runs) -------------------
+
+class RedisStats {
+  constructor(host, port) {
+    this.sock = require('net').connect({ host, port });
+    this.sock.setNoDelay(true);
+    this.buf = Buffer.alloc(0);
+    this.waiting = [];
+    this.sock.on('data', (chunk) => { this.buf = Buffer.concat([this.buf, chunk]); this.parse(); });
+    this.sock.on('error', (e) => {
+      error('redis_stats', String(e));
+      for (const w of this.waiting.splice(0)) w(null);
+    });
+  }
+  parse() {
+    while (this.waiting.length) {
+      const eol = this.buf.indexOf('\r\n');
+      if (eol < 0) return;
+      const head = this.buf.toString('latin1', 0, eol);
+      if (head[0] !== '$') {
+        error('redis_stats', `unexpected reply ${head.slice(0, 100)}`);
+        this.buf = Buffer.alloc(0);
+        this.waiting.shift()(null);
+        continue;
+      }
+      const len = Number(head.slice(1));
+      if (this.buf.length < eol + 2 + len + 2) return;
+      const text = this.buf.toString('latin1', eol + 2, eol + 2 + len);
+      this.buf = this.buf.subarray(eol + 2 + len + 2);
+      this.waiting.shift()(RedisStats.commands(text));
+    }
+  }
+  // {command: {calls, usec}} from INFO commandstats's cmdstat_NAME:calls=..,usec=.. lines
+  static commands(text) {
+    const out = {};
+    for (const line of text.split('\r\n')) {
+      const m = /^cmdstat_([^:]+):calls=(\d+),usec=(\d+)/.exec(line);
+      if (m) out[m[1]] = { calls: Number(m[2]), usec: Number(m[3]) };
+    }
+    return out;
+  }
+  commandstats() {
+    return new Promise((resolve) => {
+      this.waiting.push(resolve);
+      this.sock.write('INFO commandstats\r\n');
+    });
+  }
+  close() { this.sock.destroy(); }
+}
+
+const REDIS = cfg.redis ? new RedisStats(cfg.redis.host, cfg.redis.port) : null;
+
+// Commands Redis ran during the window: {command: {calls, usec}}, busiest first.
+async function redisCommands(win) {
+  const [a, b] = await Promise.all([win.redis0, win.redis1]);
+  if (!a || !b) return null;
+  const out = {};
+  for (const [name, s] of Object.entries(b)) {
+    const before = a[name] || { calls: 0, usec: 0 };
+    if (s.calls > before.calls) out[name] = { calls: s.calls - before.calls, usec: s.usec - before.usec };
+  }
+  return Object.fromEntries(Object.entries(out).sort((x, y) => y[1].usec - x[1].usec));
 }
 
 // Run the window: warm up, open it, close it after `duration` s (or when `max_count` is hit).
@@ -260,13 +349,13 @@ const HELLO = Buffer.from('{"type":"hello"}');
 const HELLO_FRAME = Buffer.concat([Buffer.from([0x81, 0x80 | HELLO.length, 0, 0, 0, 0]), HELLO]);
 const CLOSE_FRAME = Buffer.from([0x88, 0x82, 0, 0, 0, 0, 0x03, 0xe8]);
 
-function target() {
-  if (URL_.startsWith('ws+unix:')) {
-    const rest = URL_.slice('ws+unix:'.length);
+function target(url = URL_) {
+  if (url.startsWith('ws+unix:')) {
+    const rest = url.slice('ws+unix:'.length);
     const i = rest.lastIndexOf(':');
     return { connect: { path: rest.slice(0, i) }, path: rest.slice(i + 1), host: 'localhost' };
   }
-  const u = new URL(URL_);
+  const u = new URL(url);
   return { connect: { host: u.hostname, port: Number(u.port) }, path: u.pathname, host: u.host };
 }
 
@@ -387,14 +476,17 @@ function openRaw(t, request) {
   });
 }
 
-async function openRawMany(t, n, concurrency) {
-  const request = requestBytes(t);
+// n sessions; with several targets (a cluster's nodes), session i on targets[i % length]
+async function openRawMany(targets, n, concurrency) {
+  if (!Array.isArray(targets)) targets = [targets];
+  const requests = targets.map(requestBytes);
   const out = new Array(n);
   let next = 0;
   async function worker() {
     while (next < n) {
       const i = next++;
-      out[i] = await openRaw(t, request);
+      const k = i % targets.length;
+      out[i] = await openRaw(targets[k], requests[k]);
     }
   }
   await Promise.all(Array.from({ length: Math.min(concurrency, n) }, worker));
@@ -614,8 +706,7 @@ async function fanoutWorkload() {
     publisher.send(`{"type":"publish","topic":"bench","data":${body(k)}}`);
   }
 
-  const t = target();
-  const sessions = await openRawMany(t, S, 100);
+  const sessions = await openRawMany(URLS.map(target), S, 100);
   const closeSubs = () => { for (const sess of sessions) if (sess) sess.close(); };
   if (sessions.some((x) => !x)) { closeSubs(); return { fatal: 'could not open every subscriber' }; }
   for (let i = 0; i < S; i++) {
@@ -631,9 +722,15 @@ async function fanoutWorkload() {
   }
   publisher = await openSession((data) => {
     error('publisher_got', String(data).slice(0, 200)); // it is not subscribed: nothing comes
-  });
+  }, URLS[0]);
   if (!publisher) { closeSubs(); return { fatal: 'could not open the publisher' }; }
   for (let k = 0; k < P; k++) publish();
+  // fill: publications every subscriber must have had before the warm-up (so that their
+  // replay buffers are full and each delivery also drops the oldest one, as in a long run)
+  if (cfg.fill && !(await until(() => completed >= cfg.fill, cfg.fill_timeout || 60))) {
+    error('fill', `only ${completed} of ${cfg.fill} publications completed while filling`);
+  }
+  const filled = completed;
   await measure(win);
   sending = false;
   if (!(await until(() => completed === published, cfg.drain_timeout))) {
@@ -641,7 +738,7 @@ async function fanoutWorkload() {
   }
   closeSubs();
   closeAll([publisher]);
-  return { ...win.result('delivery'), publications: published, ...lat.summary() };
+  return { ...win.result('delivery'), publications: published, filled, ...lat.summary() };
 }
 
 async function connectWorkload() {
@@ -796,6 +893,10 @@ async function main() {
   } catch (e) {
     error('exception', e && e.stack ? e.stack : String(e));
     result = { fatal: String(e) };
+  }
+  if (REDIS) {
+    if (window_ && window_.closed) result.redis_commands = await redisCommands(window_);
+    REDIS.close();
   }
   clearTimeout(watchdog);
   result.errors = errors;

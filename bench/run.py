@@ -17,6 +17,11 @@ then stops the server with SIGTERM. Servers:
 - baseline: ``bench/baseline_autobahn.py``, a bare Autobahn/Twisted JSON echo server (orjson,
   prepared-message broadcast for topics, no session layer), same two listeners.
 
+Then the cluster workloads (``--only cluster``), in turns on one wsservice ("single") and on a
+cluster ("cluster"): a fresh redis-server (loopback, a free port, no persistence) and two
+nodes on it (the wsservice command plus ``--redis``/``--node-id``), all three pinned to the
+server CPU; their CPU is summed, and each figure is given as the ratio cluster/single.
+
 The server's CPU time comes from its own ``/proc/PID/stat`` (utime + stime), read by the load
 generator at both edges of the measured window; every reply is checked and errors are counted
 and printed. Each figure is the median over the runs, shown with each wsservice's ratio to the baseline.
@@ -60,10 +65,12 @@ def venv(name: str) -> str:
 
 
 class ServerSpec:
-    def __init__(self, name: str, kind: str, command: Callable[[str, str], list[str]]) -> None:
+    def __init__(self, name: str, kind: str, command: Callable[[str, str], list[str]],
+                 ready: str | None = None) -> None:
         self.name = name
         self.kind = kind
         self.command = command
+        self.ready = ready  # a log line (regex) that must also appear before the server is used
 
 
 def wsservice_command(tcp: str, unix: str) -> list[str]:
@@ -114,7 +121,8 @@ class Running:
             text = self.read_log()
             lines = [line for line in text.splitlines() if "listening on" in line]
             m = TCP_URL.search("\n".join(lines))
-            if m and len(lines) >= 2 and os.path.exists(self.unix_path):
+            ready = self.spec.ready is None or re.search(self.spec.ready, text)
+            if m and len(lines) >= 2 and os.path.exists(self.unix_path) and ready:
                 self.tcp_url = f"ws://127.0.0.1:{m.group(1)}{m.group(2) or '/ws'}"
                 return
             if self.proc.poll() is not None:
@@ -241,6 +249,172 @@ WORKLOADS = [
 ]
 
 
+# -- the cluster: Redis and two nodes -------------------------------------------------------------
+
+REDIS_READY = re.compile(r"Ready to accept connections")
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago (the caller retries if it is taken)."""
+    import socket
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class RedisServer:
+    """A fresh redis-server for one cluster run: loopback, a free port, no persistence, pinned
+    like the servers; stopped with SIGTERM."""
+
+    def __init__(self, executable: str, workdir: str, pin: list[str], n: int) -> None:
+        self.executable, self.workdir, self.pin, self.n = executable, workdir, pin, n
+        self.log_path = os.path.join(workdir, f"redis-{n}.log")
+        self.proc: subprocess.Popen | None = None
+        self.port = 0
+
+    def start(self, timeout: float = 15.0) -> None:
+        for attempt in range(5):
+            self.port = free_port()
+            with open(self.log_path, "wb") as log:
+                self.proc = subprocess.Popen(
+                    self.pin + [self.executable, "--port", str(self.port), "--bind", "127.0.0.1",
+                                "--save", "", "--appendonly", "no", "--dir", self.workdir,
+                                "--dbfilename", f"redis-{self.n}.rdb", "--daemonize", "no",
+                                "--protected-mode", "yes", "--loglevel", "notice"],
+                    stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                    cwd=self.workdir, start_new_session=True)
+            self.pid = self.proc.pid  # taskset execs it: same pid
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                text = self.read_log()
+                if REDIS_READY.search(text):
+                    return
+                if self.proc.poll() is not None:
+                    break
+                time.sleep(0.02)
+            if self.proc.poll() is None:
+                self.stop()
+                raise RuntimeError(f"redis-server not ready after {timeout} s:\n"
+                                   f"{self.read_log()[-1000:]}")
+            if "Address already in use" not in self.read_log():
+                raise RuntimeError(f"redis-server exited ({self.proc.returncode}):\n"
+                                   f"{self.read_log()[-1000:]}")
+        raise RuntimeError("redis-server: no free port found in 5 tries")
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def read_log(self) -> str:
+        try:
+            with open(self.log_path, "rb") as f:
+                return f.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
+
+    def stop(self, timeout: float = 20.0) -> list[str]:
+        if self.proc is None:
+            return []
+        problems = []
+        if self.proc.poll() is not None:
+            problems.append(f"redis-server died during the run (exit {self.proc.returncode})")
+        else:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                problems.append(f"redis-server: no exit {timeout} s after SIGTERM; killed")
+                self.proc.kill()
+                self.proc.wait(10)
+            if self.proc.returncode != 0:
+                problems.append(f"redis-server exit status {self.proc.returncode}")
+        return problems
+
+
+def node_spec(name: str, redis_url: str) -> ServerSpec:
+    """A cluster node: the single-node wsservice command (same limits lifted) on Redis."""
+    return ServerSpec(name, "wsservice",
+                      lambda tcp, unix: wsservice_command(tcp, unix)
+                      + ["--redis", redis_url, "--node-id", name],
+                      ready=rf"node {name}: connected to Redis")
+
+
+class Cluster:
+    """redis-server and NODES nodes on it, every process pinned to the server CPU."""
+
+    NODES = 2
+
+    def __init__(self, executable: str, workdir: str, pin: list[str], n: int) -> None:
+        self.redis = RedisServer(executable, workdir, pin, n)
+        self.nodes: list[Running] = []
+        self.workdir, self.pin, self.n = workdir, pin, n
+
+    def start(self) -> None:
+        self.redis.start()
+        for k in range(1, self.NODES + 1):
+            self.nodes.append(Running(node_spec(f"n{k}", self.redis.url), self.workdir,
+                                      self.pin, self.n))
+        for node in self.nodes:
+            node.wait_listening()
+
+    def stop(self) -> list[str]:
+        problems = []
+        for node in self.nodes:  # the nodes first: they leave the cluster, then Redis goes
+            problems += [f"{node.spec.name}: {p}" for p in node.stop()]
+        return problems + self.redis.stop()
+
+
+class ClusterWorkload:
+    """A workload run on one node ("single") and on the cluster ("cluster"), in turns."""
+
+    def __init__(self, name: str, title: str, loadgen: str, params: dict, quick: dict,
+                 figures: list[Figure], spread: bool) -> None:
+        self.name, self.title, self.loadgen = name, title, loadgen
+        self.params, self.quick, self.figures, self.spread = params, quick, figures, spread
+
+
+CLUSTER_SETUPS = ["single", "cluster"]  # the ratio is cluster / single
+
+CLUSTER_WORKLOADS = [
+    ClusterWorkload(
+        "cluster-fanout", "topic fan-out, 1000 subscribers (500 on each node), publisher on n1",
+        # fill: every subscriber's replay buffer (1000 messages by default) is full before
+        # the warm-up, so each delivery in the window also drops the oldest kept message, as
+        # in any run longer than a few seconds (without it the cluster's window would see
+        # buffers still filling: 2 fewer Redis commands per delivery, 1/3 less cost)
+        "fanout", dict(subscribers=1000, publications_in_flight=8, warmup=1.0, duration=4.0,
+                       max_count=5_000_000, fill=1100, fill_timeout=60.0),
+        dict(warmup=0.3, duration=1.0, fill=0),
+        [Figure("server_us_per", "server CPU µs / delivery (nodes + Redis)", "{:.2f}", "lower",
+                "≤ 3×", ratio_at_most(3.0)),
+         Figure("per_s", "deliveries / s", "{:,.0f}", "higher"),
+         Figure("p50_ms", "publish to last delivery p50 ms", "{:.1f}", "lower")],
+        spread=True),
+    ClusterWorkload(
+        "cluster-event", "event echo (push through Redis), C=50 W=10, all on n1", "event",
+        dict(connections=50, window=10, warmup=1.0, duration=4.0, max_count=2_000_000),
+        dict(warmup=0.3, duration=1.0),
+        [Figure("server_us_per", "server CPU µs / event (nodes + Redis)", "{:.1f}", "lower",
+                "≤ 2.5×", ratio_at_most(2.5)),
+         Figure("per_s", "events / s", "{:,.0f}", "higher"),
+         Figure("p50_ms", "p50 latency ms", "{:.2f}", "lower"),
+         Figure("p99_ms", "p99 latency ms", "{:.2f}", "lower")],
+        spread=False),
+    ClusterWorkload(
+        "cluster-call", "call echo (no push), C=50 W=10, all on n1", "call",
+        dict(connections=50, window=10, warmup=1.0, duration=4.0, max_count=2_000_000),
+        dict(warmup=0.3, duration=1.0),
+        [Figure("server_us_per", "server CPU µs / call (nodes + Redis)", "{:.1f}", "lower",
+                "≤ 1.2×", ratio_at_most(1.2)),
+         Figure("per_s", "calls / s", "{:,.0f}", "higher"),
+         Figure("p50_ms", "p50 latency ms", "{:.2f}", "lower"),
+         Figure("p99_ms", "p99 latency ms", "{:.2f}", "lower")],
+        spread=False),
+]
+
+CLUSTER_PROCESSES = ["n1", "n2", "redis"]  # the order of cpu_by_process in a cluster run
+
+
 # -- running ------------------------------------------------------------------------------------
 
 def pinning(args: argparse.Namespace) -> tuple[list[str], list[str], str]:
@@ -274,32 +448,147 @@ def raise_nofile(need: int) -> None:
               file=sys.stderr)
 
 
-def run_once(workload: Workload, spec: ServerSpec, args: argparse.Namespace,
-             pins: tuple[list[str], list[str], str], workdir: str, n: int) -> dict:
+def load_params(workload: Any, args: argparse.Namespace) -> dict:
     params = dict(workload.params)
     if args.quick:
         params.update(workload.quick)
     params.update(drain_timeout=10.0, clk_tck=os.sysconf("SC_CLK_TCK"))
     params.update(args.set)
+    return params
+
+
+def drive(config: dict, args: argparse.Namespace, pins: tuple[list[str], list[str], str],
+          on_window: Callable[[], Any] | None = None) -> dict:
+    """Run the load generator (pinned) with ``config``; its JSON result. ``on_window()`` is
+    called when the measured window opens (the load generator says so on stderr)."""
+    budget = 120.0 + config.get("warmup", 0) + config.get("duration", 0) \
+        + (config.get("fill_timeout", 0) if config.get("fill") else 0)
+    config = dict(config, timeout=budget, announce_window=on_window is not None)
+    if on_window is None:
+        try:
+            out = subprocess.run(pins[1] + [args.node, LOADGEN, json.dumps(config)],
+                                 capture_output=True, text=True, timeout=budget + 15, cwd=HERE)
+        except subprocess.TimeoutExpired:
+            return {"fatal": "loadgen timed out", "errors": 1, "examples": []}
+        stdout, stderr, returncode = out.stdout, out.stderr, out.returncode
+    else:
+        import threading
+        proc = subprocess.Popen(pins[1] + [args.node, LOADGEN, json.dumps(config)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                cwd=HERE)
+        errs: list[str] = []
+
+        def read_stderr() -> None:
+            assert proc.stderr is not None
+            for line in proc.stderr:
+                if line.strip() == "loadgen: window open":
+                    on_window()
+                else:
+                    errs.append(line)
+        reader = threading.Thread(target=read_stderr, daemon=True)
+        reader.start()
+        timer = threading.Timer(budget + 15, proc.kill)
+        timer.start()
+        assert proc.stdout is not None
+        stdout = proc.stdout.read()
+        returncode = proc.wait()
+        timer.cancel()
+        reader.join(10)
+        stderr = "".join(errs)
+    lines = [line for line in stdout.splitlines() if line.startswith("{")]
+    if lines:
+        return json.loads(lines[-1])
+    return {"fatal": f"no result from loadgen (exit {returncode}): "
+                     f"{stderr.strip()[-1000:]}", "errors": 1, "examples": []}
+
+
+class Profilers:
+    """``--profile DIR``: py-spy on each node and perf on redis-server over the measured window
+    of a cluster run (the profilers pinned with the load generator, off the server CPU)."""
+
+    def __init__(self, directory: str, label: str, cluster: Any, seconds: float,
+                 pin: list[str]) -> None:
+        self.directory, self.label, self.cluster = directory, label, cluster
+        self.seconds, self.pin = seconds, pin
+        self.procs: list[subprocess.Popen] = []
+        self.perf_data = os.path.join(directory, f"{label}-redis.perf.data")
+
+    def start(self) -> None:
+        rate, secs = "250", str(max(1, int(self.seconds)))
+        py_spy = venv("py-spy")
+        for node in self.cluster.nodes:
+            if not os.path.exists(py_spy):
+                break
+            out = os.path.join(self.directory, f"{self.label}-{node.spec.name}.raw.txt")
+            self.procs.append(subprocess.Popen(
+                self.pin + [py_spy, "record", "--format", "raw", "--nonblocking", "-r", rate, "-d", secs,
+                            "-o", out, "--pid", str(node.pid)],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        perf = shutil.which("perf")
+        if perf:
+            self.procs.append(subprocess.Popen(
+                self.pin + [perf, "record", "-e", "cpu-clock", "-F", "999", "-g", "-o",
+                            self.perf_data, "-p", str(self.cluster.redis.pid), "--", "sleep",
+                            secs], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+
+    def finish(self) -> None:
+        for proc in self.procs:
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+        for node in self.cluster.nodes:
+            path = os.path.join(self.directory, f"{self.label}-{node.spec.name}.raw.txt")
+            if os.path.exists(path):
+                with open(path[:-len(".raw.txt")] + ".summary.txt", "w") as f:
+                    f.write(summarize_py_spy(path))
+        perf = shutil.which("perf")
+        if perf and os.path.exists(self.perf_data):
+            with open(os.path.join(self.directory, f"{self.label}-redis.perf.txt"), "w") as f:
+                subprocess.run([perf, "report", "-i", self.perf_data, "--stdio", "--no-children",
+                                "--sort", "dso,symbol", "-g", "none", "--percent-limit", "0.5"],
+                               stdout=f, stderr=subprocess.DEVNULL, timeout=120)
+
+
+def summarize_py_spy(path: str, top: int = 40) -> str:
+    """py-spy's raw (collapsed) stacks: the functions by own samples and by total samples."""
+    own: dict[str, int] = {}
+    total: dict[str, int] = {}
+    samples = 0
+    with open(path) as f:
+        for line in f:
+            stack, _, count = line.rstrip("\n").rpartition(" ")
+            if not stack or not count.isdigit():
+                continue
+            n = int(count)
+            samples += n
+            frames = [re.sub(r" \((?:.*/)?(site-packages/)?([^/]*/[^/]*\.py|[^/]*\.py):\d+\)$",
+                             r" (\2)", fr) for fr in stack.split(";")]
+            own[frames[-1]] = own.get(frames[-1], 0) + n
+            for fr in set(frames):
+                total[fr] = total.get(fr, 0) + n
+    if not samples:
+        return "no samples\n"
+    lines = [f"{samples} samples (250/s while the process ran Python)", "", "own %  function"]
+    for fr, n in sorted(own.items(), key=lambda x: -x[1])[:top]:
+        lines.append(f"{100 * n / samples:5.1f}  {fr}")
+    lines += ["", "total %  function"]
+    for fr, n in sorted(total.items(), key=lambda x: -x[1])[:top]:
+        lines.append(f"{100 * n / samples:5.1f}  {fr}")
+    return "\n".join(lines) + "\n"
+
+
+def run_once(workload: Workload, spec: ServerSpec, args: argparse.Namespace,
+             pins: tuple[list[str], list[str], str], workdir: str, n: int) -> dict:
+    params = load_params(workload, args)
     server = Running(spec, workdir, pins[0], n)
     result: dict[str, Any]
     try:
         server.wait_listening()
         url = server.unix_url if workload.transport == "unix" else server.tcp_url
-        budget = 120.0 + params.get("warmup", 0) + params.get("duration", 0)
-        config = dict(params, workload=workload.loadgen, url=url, pid=server.pid,
-                      server_kind=spec.kind, timeout=budget)
-        try:
-            out = subprocess.run(pins[1] + [args.node, LOADGEN, json.dumps(config)],
-                                 capture_output=True, text=True, timeout=budget + 15, cwd=HERE)
-            lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
-            if lines:
-                result = json.loads(lines[-1])
-            else:
-                result = {"fatal": f"no result from loadgen (exit {out.returncode}): "
-                                   f"{out.stderr.strip()[-1000:]}", "errors": 1, "examples": []}
-        except subprocess.TimeoutExpired:
-            result = {"fatal": "loadgen timed out", "errors": 1, "examples": []}
+        result = drive(dict(params, workload=workload.loadgen, url=url, pid=server.pid,
+                            server_kind=spec.kind), args, pins)
     except Exception as e:  # a server that does not start counts as a failed run
         result = {"fatal": str(e), "errors": 1, "examples": []}
     finally:
@@ -308,6 +597,69 @@ def run_once(workload: Workload, spec: ServerSpec, args: argparse.Namespace,
         result["errors"] = result.get("errors", 0) + len(problems)
         result["examples"] = result.get("examples", []) + problems[:5]
     return result
+
+
+def run_cluster_once(workload: ClusterWorkload, setup: str, args: argparse.Namespace,
+                     pins: tuple[list[str], list[str], str], workdir: str, n: int) -> dict:
+    """One run of ``workload`` on one wsservice ("single") or on a fresh redis-server and two
+    nodes ("cluster"): every server-side process on the server CPU, CPU summed over them."""
+    params = dict(load_params(workload, args), workload=workload.loadgen,
+                  server_kind="wsservice")
+    running: Any = None
+    result: dict[str, Any]
+    try:
+        if setup == "single":
+            running = Running(SERVERS[0], workdir, pins[0], n)
+            running.wait_listening()
+            config = dict(params, url=running.tcp_url, pid=running.pid)
+        else:
+            running = Cluster(args.redis_server, workdir, pins[0], n)
+            if args.profile and pins[1]:
+                # py-spy counts a preempted thread as busy: with Redis on the nodes' CPU the
+                # node's sends to Redis (which wake it) would look expensive. Profiled runs
+                # put Redis beside the load generator instead.
+                running.redis.pin = pins[1]
+            running.start()
+            urls = [node.tcp_url for node in running.nodes]
+            config = dict(params, url=urls[0], urls=urls if workload.spread else urls[:1],
+                          pid=running.nodes[0].pid,
+                          pids=[node.pid for node in running.nodes] + [running.redis.pid],
+                          redis=dict(host="127.0.0.1", port=running.redis.port))
+        profilers = None
+        if args.profile and setup == "cluster":
+            profilers = Profilers(args.profile, f"{workload.name}-{n}", running,
+                                  params.get("duration", 4.0), pins[1])
+        result = drive(config, args, pins, profilers.start if profilers else None)
+        if profilers:
+            profilers.finish()
+            result["profiled"] = True
+    except Exception as e:  # a server that does not start counts as a failed run
+        result = {"fatal": str(e), "errors": 1, "examples": []}
+    finally:
+        problems = running.stop() if running is not None else []
+    if problems:
+        result["errors"] = result.get("errors", 0) + len(problems)
+        result["examples"] = result.get("examples", []) + problems[:5]
+    derive_cluster(result)
+    return result
+
+
+def derive_cluster(result: dict) -> None:
+    """Per-message shares of each process, and what Redis ran per message."""
+    count = result.get("count")
+    if not count or result.get("fatal"):
+        return
+    for name, cpu in zip(CLUSTER_PROCESSES, result.get("cpu_by_process") or ()):
+        result[f"{name}_us_per"] = cpu * 1e6 / count
+    commands = result.get("redis_commands") or {}
+    evalsha = commands.get("evalsha")
+    if evalsha and evalsha["calls"]:
+        result["per_script"] = count / evalsha["calls"]
+        result["script_us_per"] = evalsha["usec"] / count
+    if commands:
+        # what the scripts called (the EVALSHAs themselves, and our INFO, left out)
+        inner = [c for name, c in commands.items() if name not in ("evalsha", "eval", "info")]
+        result["redis_calls_per"] = sum(c["calls"] for c in inner) / count
 
 
 def fmt(figure: Figure, value: Any) -> str:
@@ -330,6 +682,17 @@ def headline(result: dict, workload: Workload) -> str:
                      f"{result['client_cpu_pct']:.0f}%")
     parts.append(f"errors {result.get('errors', 0)}")
     return ", ".join(parts)
+
+
+def cluster_headline(result: dict, workload: ClusterWorkload) -> str:
+    text = headline(result, workload)  # type: ignore[arg-type]
+    shares = [result.get(f"{p}_us_per") for p in CLUSTER_PROCESSES]
+    if all(v is not None for v in shares):
+        text += " (µs: " + " / ".join(f"{p} {v:.2f}" for p, v in zip(CLUSTER_PROCESSES, shares))
+        if result.get("per_script") is not None:
+            text += f"; {result['per_script']:.0f} per EVALSHA"
+        text += ")"
+    return text
 
 
 def table(results: dict, workloads: list[Workload], runs: int) -> list[str]:
@@ -372,6 +735,53 @@ def table(results: dict, workloads: list[Workload], runs: int) -> list[str]:
             counted = len([r for r in per[name] if not r.get("fatal")])
             cells.append(f"{errs} ({counted}/{runs})")
         lines.append("| | errors (runs ok) | " + " | ".join(cells) + " |" + blank + " | |")
+    return lines
+
+
+def cluster_table(results: dict, workloads: list[ClusterWorkload], runs: int) -> list[str]:
+    lines = ["| workload | figure | single node | cluster (2 nodes + Redis) | ratio cluster/single "
+             "| target | met |",
+             "| --- | --- | ---: | ---: | ---: | --- | --- |"]
+
+    def med(name: str, key: str) -> float | None:
+        return median([r.get(key) for r in results.get((w.name, name), [])
+                       if not r.get("fatal")])
+
+    for w in workloads:
+        first = True
+        for f in w.figures:
+            single, cluster = med("single", f.key), med("cluster", f.key)
+            ratio = cluster / single if cluster is not None and single else None
+            met = ""
+            if f.check is not None:
+                verdict = None if ratio is None else f.check(cluster, single, ratio)
+                met = "?" if verdict is None else "yes" if verdict is True else "**no**"
+            lines.append(f"| {w.title if first else ''} | {f.label} | {fmt(f, single)} | "
+                         f"{fmt(f, cluster)} | {'-' if ratio is None else f'{ratio:.2f}'} | "
+                         f"{f.target} | {met} |")
+            first = False
+        unit = w.figures[0].label.split("/")[1].split("(")[0].strip()
+        shares = [med("cluster", f"{p}_us_per") for p in CLUSTER_PROCESSES]
+        if all(v is not None for v in shares):
+            lines.append(f"| | of which µs / {unit}: n1 / n2 / redis-server | | "
+                         + " / ".join(f"{v:.2f}" for v in shares) + " | | | |")
+        per_script, calls = med("cluster", "per_script"), med("cluster", "redis_calls_per")
+        if per_script is not None and calls is not None:
+            units = unit[:-1] + "ies" if unit.endswith("y") else unit + "s"
+            lines.append(f"| | Redis: {units} per EVALSHA (batch); commands the scripts ran / "
+                         f"{unit} | | {per_script:,.0f}; {calls:.2f} | | | |")
+        cpu = []
+        for name in CLUSTER_SETUPS:
+            s, c = med(name, "server_cpu_pct"), med(name, "client_cpu_pct")
+            cpu.append("-" if s is None else f"{s:.0f}% / {c:.0f}%")
+        lines.append(f"| | CPU busy: server side / loadgen | {cpu[0]} | {cpu[1]} | | | |")
+        cells = []
+        for name in CLUSTER_SETUPS:
+            per = results.get((w.name, name), [])
+            errs = sum(r.get("errors", 0) for r in per)
+            counted = len([r for r in per if not r.get("fatal")])
+            cells.append(f"{errs} ({counted}/{runs})")
+        lines.append(f"| | errors (runs ok) | {cells[0]} | {cells[1]} | | | |")
     return lines
 
 
@@ -432,8 +842,14 @@ def parse(argv: list[str]) -> argparse.Namespace:
                    "(default 3; 1 with --quick)")
     p.add_argument("--only", action="append", default=[], metavar="WORKLOAD",
                    help="run only this workload (repeatable, or comma-separated): "
-                        + ", ".join(w.name for w in WORKLOADS))
+                        + ", ".join(w.name for w in WORKLOADS + CLUSTER_WORKLOADS)  # type: ignore
+                        + "; or a group: single (the first ones), cluster (the cluster-* ones)")
+    p.add_argument("--redis-server", default=shutil.which("redis-server") or
+                   "/usr/bin/redis-server", help="redis-server executable (cluster workloads)")
     p.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
+    p.add_argument("--profile", metavar="DIR", help="cluster runs: py-spy on each node (pip "
+                   "install py-spy into .venv) and perf on redis-server over the window, into "
+                   "DIR (the profilers disturb the figures: not for measuring)")
     p.add_argument("--node", default=shutil.which("node") or "node", help="node executable")
     p.add_argument("--json", metavar="PATH", help="also write every run's raw figures here")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -441,11 +857,13 @@ def parse(argv: list[str]) -> argparse.Namespace:
                         "connections=100, window=1, cork=false (for experiments; VALUE is JSON)")
     args = p.parse_args(argv)
     names = [n.strip() for item in args.only for n in item.split(",") if n.strip()]
-    known = {w.name for w in WORKLOADS}
+    groups = {"single": [w.name for w in WORKLOADS],
+              "cluster": [w.name for w in CLUSTER_WORKLOADS]}
+    known = {w.name for w in WORKLOADS} | {w.name for w in CLUSTER_WORKLOADS}
     for n in names:
-        if n not in known:
-            p.error(f"unknown workload {n!r}; known: {', '.join(sorted(known))}")
-    args.only = names
+        if n not in known and n not in groups:
+            p.error(f"unknown workload {n!r}; known: {', '.join(sorted(known | set(groups)))}")
+    args.only = [m for n in names for m in groups.get(n, [n])]
     overrides = {}
     for item in args.set:
         key, sep, value = item.partition("=")
@@ -472,9 +890,21 @@ def main(argv: list[str]) -> int:
         print(f"{venv('twistd')} is missing: run `make install` first", file=sys.stderr)
         return 2
     raise_nofile(16384)
+    if args.profile:
+        os.makedirs(args.profile, exist_ok=True)
     pins = pinning(args)
     workloads = [w for w in WORKLOADS if not args.only or w.name in args.only]
+    cluster_workloads = [w for w in CLUSTER_WORKLOADS if not args.only or w.name in args.only]
     env = environment(pins, args)
+    if cluster_workloads:
+        if not os.access(args.redis_server, os.X_OK):
+            print(f"{args.redis_server} is missing: the cluster workloads need redis-server "
+                  "(apt-get install redis-server, or --redis-server PATH)", file=sys.stderr)
+            return 2
+        redis_version = subprocess.run([args.redis_server, "--version"], capture_output=True,
+                                       text=True, timeout=30).stdout.strip()
+        env.append(f"cluster: {redis_version.split(' sha=')[0]}, a fresh one per run (no "
+                   "persistence, loopback); 2 nodes; Redis and the nodes pinned like the server")
     installed = installed_stamp()
     env.append(f"wsservice measured: {installed}")
     print("== wsservice benchmark ==")
@@ -498,6 +928,17 @@ def main(argv: list[str]) -> int:
                           f"{spec.name:9}  {headline(r, w)}", flush=True)
                     for example in r.get("examples", [])[:5]:
                         print(f"    error: {example}", flush=True)
+        for cw in cluster_workloads:
+            for run in range(1, args.runs + 1):
+                for setup in CLUSTER_SETUPS:
+                    n += 1
+                    r = run_cluster_once(cw, setup, args, pins, workdir, n)
+                    results.setdefault((cw.name, setup), []).append(r)
+                    raw.append(dict(workload=cw.name, server=setup, run=run, **r))
+                    print(f"{time.strftime('%H:%M:%S')} {cw.name:14} run {run}/{args.runs} "
+                          f"{setup:8}  {cluster_headline(r, cw)}", flush=True)
+                    for example in r.get("examples", [])[:5]:
+                        print(f"    error: {example}", flush=True)
     except KeyboardInterrupt:
         print("interrupted: the table holds the runs done so far", flush=True)
     finally:
@@ -507,8 +948,17 @@ def main(argv: list[str]) -> int:
     print(f"== results (medians of {args.runs} run{'s' if args.runs > 1 else ''}, "
           f"{elapsed:.0f} s in all; load average at the end {os.getloadavg()[0]:.2f}) ==")
     print()
-    for line in table(results, workloads, args.runs):
-        print(line)
+    if workloads:
+        for line in table(results, workloads, args.runs):
+            print(line)
+    if cluster_workloads:
+        if workloads:
+            print()
+        print("cluster: every figure is the CPU of all server-side processes (both nodes and "
+              "redis-server) over the window, per message; single: the one wsservice")
+        print()
+        for line in cluster_table(results, cluster_workloads, args.runs):
+            print(line)
     total_errors = sum(r.get("errors", 0) for rs in results.values() for r in rs)
     if installed_stamp() != installed:
         print()
