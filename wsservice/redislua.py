@@ -28,19 +28,25 @@ local function skey(sid) return P .. 's:' .. sid end
 local function tkey(node, topic) return P .. 't:' .. node .. ':' .. topic end
 local function nkey(node) return P .. 'n:' .. node .. ':s' end
 local function channel(node) return P .. 'c:' .. node end
--- keep a frame in a session's replay buffer, oldest dropped past the limits
+-- keep a frame in a session's replay buffer, oldest dropped past the limits (at the count
+-- limit, the steady state of a busy session: RPUSH, LPOP and one HINCRBY)
 local function keep(h, frame, limit, maxb)
   if limit <= 0 then return end
   local r = h .. ':r'
   local n = redis.call('RPUSH', r, frame)
-  local b = redis.call('HINCRBY', h, 'b', #frame)
-  if n > limit or b > maxb then
-    while n > 0 and (n > limit or b > maxb) do
-      local f = redis.call('LPOP', r)
-      b = b - #f
+  local size = #frame
+  if n > limit then
+    size = size - #redis.call('LPOP', r)
+    n = n - 1
+  end
+  local b = redis.call('HINCRBY', h, 'b', size)
+  if b > maxb then
+    local freed = 0
+    while n > 0 and b - freed > maxb do
+      freed = freed + #redis.call('LPOP', r)
       n = n - 1
     end
-    redis.call('HSET', h, 'b', b)
+    redis.call('HINCRBY', h, 'b', -freed)
   end
 end
 -- forget every kept frame up to seq
