@@ -946,7 +946,11 @@ def parse(argv: list[str]) -> argparse.Namespace:
 
 
 def main(argv: list[str]) -> int:
-    args = parse(argv)
+    return run(parse(argv))
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the soak with parsed ``args``; the exit status."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     need = args.clients * 2 + 100
     if soft < need:

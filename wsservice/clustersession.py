@@ -30,6 +30,10 @@ class ClusterSession(Session):
         self._written = record.seq  # the last seq written (or skipped over) to the client
         self._held: dict[int, tuple[bytes, str]] | None = None
         self._gap: IDelayedCall | None = None
+        # pushes sent to Redis and not yet answered; replies made meanwhile wait behind
+        # them, so a client sees a handler's pushes before the answer it gave after them
+        self._unanswered = 0
+        self._behind: list[tuple[bytes, str]] | None = None
 
     @property
     def written(self) -> int:
@@ -41,6 +45,7 @@ class ClusterSession(Session):
         not be: Redis failed). While Redis is away, sent at once (not kept)."""
         d: Deferred = Deferred()
         if self._engine.op(self._pushed, (prefix, kind, d), b"P", self.id, kind, prefix):
+            self._unanswered += 1
             return d
         # Redis is away: the client still gets it, but no other node can replay it
         record = self._record
@@ -54,13 +59,47 @@ class ClusterSession(Session):
 
     def _pushed(self, context: tuple[bytes, str, Deferred], result: Any) -> None:
         prefix, kind, d = context
+        self._unanswered -= 1
         if isinstance(result, Failure):
-            d.callback(0)  # never written: nothing is reported as delivered
-            return
-        seq = int(result)
-        if seq > 0:
-            self.stamped(seq, prefix, kind)
+            seq = 0  # never written: nothing is reported as delivered
+        else:
+            seq = int(result)
+            if seq > 0:
+                self.stamped(seq, prefix, kind)
+        if not self._unanswered and self._behind and not self._held:
+            self._sendBehind()
         d.callback(abs(seq))
+
+    def send(self, frame: bytes, kind: str) -> None:
+        """Send an un-numbered message, after the pushes made before it."""
+        if self._unanswered or self._behind:
+            behind = self._behind
+            if behind is None:
+                behind = self._behind = []
+            behind.append((frame, kind))
+            return
+        super().send(frame, kind)
+
+    def reply(self, call_id: Any, result: Any) -> None:
+        """Answer a request, after the pushes made before the answer."""
+        if self._unanswered or self._behind:
+            from . import wire
+            try:
+                frame = wire.encode_result(call_id, result)
+            except TypeError:
+                super().reply(call_id, result)  # logs it and answers internal (via send)
+                return
+            self.send(frame, "result")
+            return
+        super().reply(call_id, result)
+
+    def _sendBehind(self) -> None:
+        behind, self._behind = self._behind, None
+        link = self._link
+        if link is not None and behind:
+            for frame, kind in behind:
+                self._out[kind] += 1
+                link.sendText(frame)
 
     def stamped(self, seq: int, prefix: bytes, kind: str) -> None:
         """Redis kept ``prefix`` as message ``seq``: write it, in order."""
@@ -102,6 +141,8 @@ class ClusterSession(Session):
                 if self._gap.active():
                     self._gap.cancel()
                 self._gap = None
+            if self._behind and not self._unanswered:
+                self._sendBehind()
 
     def _fillGap(self) -> None:
         """A seq never came (its record was lost with a connection): read it from Redis."""
