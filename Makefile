@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 SOURCES := $(shell find wsservice twisted -name '*.py' -o -name '*.html' -o -name '*.js' -o -name '*.ico') wsservice/py.typed setup.cfg pyproject.toml
 ARGS   ?=
 
-.PHONY: run test memory install system-deps typecheck conformance bench soak clean help
+.PHONY: run test memory install system-deps typecheck conformance bench soak cluster soak-cluster clean help
 
 help:
 	@echo "make run   - set up .venv and run 'twistd -n wsservice' with the demo app"
@@ -14,6 +14,8 @@ help:
 	@echo "make conformance - Autobahn Testsuite (kosoku) against twistd wsservice, TCP and unix"
 	@echo "make bench - side-by-side benchmark: wsservice vs bare Autobahn (Node ws load generator)"
 	@echo "make soak  - 200 clients for 60 s with drops and resumes; checks nothing is lost"
+	@echo "make cluster - Redis, two nodes and HAProxy serving the demo on http://127.0.0.1:8080/"
+	@echo "make soak-cluster - Redis + 3 nodes, 200 clients, a node killed -9 every 20 s; 0 lost"
 
 $(BIN)/python:
 	@echo "==> creating virtualenv $(VENV) with $(PYTHON)"
@@ -74,6 +76,16 @@ bench: install
 soak: install
 	@echo "==> soak: 200 clients, 60 s, random drops and resumes"
 	$(BIN)/python bench/soak.py $(ARGS)
+
+cluster: install
+	@sh scripts/system-deps.sh cluster
+	@echo "==> cluster: Redis, 2 nodes, HAProxy on http://127.0.0.1:8080/ (Ctrl-C stops all of it)"
+	$(BIN)/python scripts/cluster.py $(ARGS)
+
+soak-cluster: install
+	@sh scripts/system-deps.sh cluster
+	@echo "==> soak-cluster: Redis + 3 nodes, 200 clients, 60 s, a node killed -9 every 20 s"
+	$(BIN)/python bench/soak_cluster.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info _trial_temp*

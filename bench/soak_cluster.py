@@ -47,6 +47,16 @@ class ClusterClient(SoakClient):
     """A soak client that connects to a random live node and takes a node's death in stride."""
 
     node: int = -1
+    orphan_calls = False
+
+    def numbered(self, msg: dict) -> None:
+        if msg.get("type") == "call" and self.orphan_calls:
+            data = msg.get("params")
+            asked = self.asks.get(data.get("a")) if isinstance(data, dict) else None
+            if asked is not None and asked < self.killed_at:
+                self.stale_answers += 1
+                STATS.c["calls_orphaned_by_kill"] += 1
+        super().numbered(msg)
 
     def connect(self) -> None:
         self.node = self.run._last_pick = self.run.pick()
@@ -56,6 +66,10 @@ class ClusterClient(SoakClient):
         if conn is self.conn and self.expect_close is None and self.node in self.run.killed:
             # its node was killed: a drop like any other, then resume on another node
             STATS.c["node_kill_drops"] += 1
+            # server calls in flight there died with it: one replayed on resume is answered
+            # to a node that never made it, which refuses the answer (protocol.md section 3)
+            self.orphan_calls = True
+            self.killed_at = time.monotonic()
             self.conn = None
             self._lose_connection()
             reactor.callLater(self.rng.uniform(0.0, 0.5), self.connect)

@@ -1,0 +1,90 @@
+"""make cluster's script for real: Redis, two nodes and HAProxy round robin; Ctrl-C stops all."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+from twisted.internet import reactor
+from twisted.internet.task import deferLater
+from twisted.trial.unittest import TestCase
+
+from . import wsclient
+from .redisserver import free_port
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
+
+
+class ClusterScriptTests(TestCase):
+    """scripts/cluster.py (make cluster) serves the demo through HAProxy on both nodes."""
+
+    timeout = 120
+
+    async def test_serves_through_haproxy_on_both_nodes_and_stops_on_ctrl_c(self) -> None:
+        self.assertTrue(os.path.exists(HAPROXY), "haproxy is not installed: make test's "
+                        "system-deps step installs it (apt-get install haproxy)")
+        port, node_port, redis_port = free_port(), free_port(), free_port()
+        while node_port + 1 in (port, redis_port):
+            node_port = free_port()
+        workdir = tempfile.mkdtemp(prefix="wsservice-cluster-")
+        self.addCleanup(shutil.rmtree, workdir, True)
+        log = open(os.path.join(workdir, "out.log"), "wb")
+        self.addCleanup(log.close)
+        proc = subprocess.Popen(
+            [sys.executable, os.path.join(ROOT, "scripts", "cluster.py"), "--port", str(port),
+             "--node-port", str(node_port), "--redis-port", str(redis_port),
+             "--dir", workdir, "--fresh",
+             "--twistd", os.path.join(os.path.dirname(sys.executable), "twistd")],
+            stdout=log, stderr=subprocess.STDOUT)
+
+        def kill() -> None:
+            if proc.poll() is None:
+                proc.kill()
+        self.addCleanup(kill)
+
+        def output() -> str:
+            log.flush()
+            with open(os.path.join(workdir, "out.log"), "rb") as f:
+                return f.read().decode(errors="replace")
+        deadline = time.monotonic() + 60
+        while "cluster ready" not in output():
+            self.assertIsNone(proc.poll(), output()[-3000:])
+            self.assertLess(time.monotonic(), deadline, output()[-3000:])
+            await deferLater(reactor, 0.1, lambda: None)
+        # four sessions through HAProxy: round robin puts them on both nodes
+        nodes = set()
+        for _ in range(4):
+            client = await wsclient.connect(f"127.0.0.1:{port}")
+            client.send({"type": "hello"})
+            welcome = await client.next()
+            self.assertEqual(welcome["type"], "welcome")
+            client.send({"type": "call", "id": 1, "method": "echo", "params": "hi"})
+            self.assertEqual(await client.next(), {"type": "result", "id": 1, "result": "hi"})
+            client.transport.loseConnection()
+        for i, p in enumerate((node_port, node_port + 1)):
+            status, _, body = await wsclient.http(f"127.0.0.1:{p}", "/metrics")
+            opened = [line for line in body.decode().splitlines()
+                      if line.startswith("wsservice_sessions_opened_total")]
+            if opened and float(opened[0].split()[-1]) > 0:
+                nodes.add(i)
+        self.assertEqual(nodes, {0, 1}, output()[-3000:])
+        status, _, page = await wsclient.http(f"127.0.0.1:{port}", "/")
+        self.assertEqual(status, 200)
+        proc.send_signal(signal.SIGINT)
+        deadline = time.monotonic() + 45
+        while proc.poll() is None:
+            self.assertLess(time.monotonic(), deadline, output()[-3000:])
+            await deferLater(reactor, 0.1, lambda: None)
+        text = output()
+        self.assertIn("==> stopped:", text)
+        # nothing it started is left
+        ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+        self.assertNotIn(workdir, ps)
+        self.assertNotIn(f"--redis-port {redis_port}", ps)
+        self.assertNotIn(f"redis://127.0.0.1:{redis_port}", ps)
