@@ -209,3 +209,30 @@ class RedisAwayTests(TestCase):
         session.push("e", 1)
         await node.settle()
         self.assertEqual([m["seq"] for m in client.received()], [1])
+
+
+class RepliesBehindPushesTests(TestCase):
+    """A cluster session's replies come after the pushes made before them; welcome never waits."""
+
+    async def test_reply_waits_for_the_push_before_it(self) -> None:
+        node = await _Node(self, redisserver.shared()).start()
+        client, _, session = await node.open()
+        session.push("e", 1)
+        session.reply(7, "answer")
+        self.assertEqual(client.received(), [])  # the push is not kept yet: neither goes
+        await node.settle()
+        self.assertEqual([m["type"] for m in client.received()], ["event", "result"])
+
+    async def test_resume_welcome_comes_first_while_pushes_are_pending(self) -> None:
+        node = await _Node(self, redisserver.shared()).start()
+        client, welcome, session = await node.open()
+        session.push("e", 1)
+        await node.settle()
+        again = node.h.connect()
+        again.send({"type": "hello", "resume": {"session": welcome["session"],
+                                                "token": welcome["token"], "last_seq": 0}})
+        session.push("e", 2)  # on its way to Redis behind the claim, when the welcome goes
+        await node.settle()
+        got = again.received()
+        self.assertEqual(got[0]["type"], "welcome")
+        self.assertEqual([m["seq"] for m in got[1:]], [1, 2])

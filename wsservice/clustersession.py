@@ -71,8 +71,9 @@ class ClusterSession(Session):
         d.callback(abs(seq))
 
     def send(self, frame: bytes, kind: str) -> None:
-        """Send an un-numbered message, after the pushes made before it."""
-        if self._unanswered or self._behind:
+        """Send an un-numbered message, after the pushes made before it (a welcome goes at
+        once: the replay that follows it is written at once too)."""
+        if (self._unanswered or self._behind) and kind != "welcome":
             behind = self._behind
             if behind is None:
                 behind = self._behind = []
