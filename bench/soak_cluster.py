@@ -116,6 +116,7 @@ class ClusterSoak(soak.Soak):
                 "--node-id", f"soak{i}", "--rate", "100000", "--burst", "100000",
                 "--max-sessions", "20000"]
         reactor.spawnProcess(node, argv[0], argv, env=dict(os.environ), path=soak.ROOT)
+        self.nodes[i] = node  # known from now on, so that stop_all reaches it on any failure
         url = await node.ready.addTimeout(30, reactor)
         # serving once Redis is in step too
         deadline = time.monotonic() + 30
@@ -123,7 +124,6 @@ class ClusterSoak(soak.Soak):
             if time.monotonic() > deadline:
                 raise RuntimeError(f"node {i} did not reach Redis: see {log_path}")
             await task.deferLater(reactor, 0.05)
-        self.nodes[i] = node
         self.ports[i] = int(url.split(":")[2].split("/")[0])
         print(f"node soak{i} pid {node.transport.pid} on {url} (log {log_path})", flush=True)
 
