@@ -786,13 +786,18 @@ class OneReplyPerCallTests(SynchronousTestCase):
         replies: dict[Any, int] = {}
         server_calls: list[int] = []
         seen = 1
+        answered = late = 0  # our answers to server calls; those refused as not in flight
 
         def read() -> None:
-            nonlocal seen
+            nonlocal seen, late
             for frame in client.link.frames[seen:]:
                 msg = checker.check(frame)
-                if msg["type"] in ("result", "error"):
-                    self.assertIn("id", msg, msg)  # every request here has a valid id
+                if msg["type"] == "error" and "id" not in msg:
+                    # an answer to a server call that had timed out meanwhile (§3)
+                    self.assertEqual(msg["error"]["code"], "bad_message", msg)
+                    late += 1
+                    self.assertLessEqual(late, answered, msg)
+                elif msg["type"] in ("result", "error"):
                     replies[msg["id"]] = replies.get(msg["id"], 0) + 1
                     self.assertLessEqual(replies[msg["id"]], calls.get(msg["id"], 0), msg)
                 elif msg["type"] == "call":
@@ -811,6 +816,7 @@ class OneReplyPerCallTests(SynchronousTestCase):
                 clock.advance(action[1])
             elif server_calls:
                 server_id = server_calls.pop(0)
+                answered += 1
                 if action[1]:
                     client.sendRaw(enc({"type": "result", "id": server_id, "result": action[2]}))
                 else:
