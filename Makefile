@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-SOURCES := $(shell find wsservice twisted -name '*.py' -o -name '*.html' -o -name '*.js' -o -name '*.ico') wsservice/py.typed setup.cfg pyproject.toml
+SOURCES := $(shell find wsservice twisted -name '*.py' -o -name '*.html' -o -name '*.js' -o -name '*.ico' -o -name '*.ts' -o -name '*.json' -o -name '*.css') wsservice/py.typed setup.cfg pyproject.toml
 ARGS   ?=
 
 .PHONY: run test memory install system-deps typecheck conformance bench soak cluster soak-cluster clean help

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import datetime
-import os
 from typing import Any
 
 from twisted.internet import reactor, ssl
@@ -12,7 +10,7 @@ from twisted.trial.unittest import FailTest, TestCase
 
 from wsservice import Settings
 
-from . import live, processes
+from . import certs, live
 from .wsclient import Client, handshake_headers, http
 
 KiB = 1024
@@ -192,28 +190,8 @@ class TLSTests(_Server, TestCase):
     """An ssl: listener serves the same protocol (self-signed certificate made here)."""
 
     def make_certificate(self) -> tuple[str, str]:
-        from cryptography import x509
-        from cryptography.hazmat.primitives import hashes, serialization
-        from cryptography.hazmat.primitives.asymmetric import ec
-        from cryptography.x509.oid import NameOID
-
-        key = ec.generate_private_key(ec.SECP256R1())
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-        now = datetime.datetime.now(datetime.timezone.utc)
-        cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-                .public_key(key.public_key()).serial_number(x509.random_serial_number())
-                .not_valid_before(now - datetime.timedelta(minutes=5))
-                .not_valid_after(now + datetime.timedelta(days=1))
-                .sign(key, hashes.SHA256()))
-        folder = processes.scratch(self, "wstls")
-        key_path, cert_path = os.path.join(folder, "key.pem"), os.path.join(folder, "cert.pem")
-        with open(key_path, "wb") as f:
-            f.write(key.private_bytes(serialization.Encoding.PEM,
-                                      serialization.PrivateFormat.TraditionalOpenSSL,
-                                      serialization.NoEncryption()))
-        with open(cert_path, "wb") as f:
-            f.write(cert.public_bytes(serialization.Encoding.PEM))
-        return key_path, cert_path
+        key, cert, _ = certs.self_signed(self)
+        return key, cert
 
     async def test_wss(self) -> None:
         from autobahn.twisted.websocket import WebSocketClientFactory

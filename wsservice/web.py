@@ -60,6 +60,10 @@ class MetricsResource(_ServiceResource):
         return generate_latest(self.service.metrics.registry)
 
 
+# The browser client and its TypeScript declarations, served next to /ws (clients.md).
+CLIENT_FILES = ("wsservice.js", "wsservice.d.ts")
+
+
 _NOT_UPGRADE = b"This is a WebSocket endpoint: connect with a WebSocket client.\n"
 _OLD_HTTP = b"A WebSocket handshake needs HTTP/1.1 or later.\n"
 
@@ -135,7 +139,7 @@ def _place(root: Resource, path: str, resource: Any) -> None:
 
 def check_resources(resources: Iterable[str], ws_path: str) -> None:
     """Refuse handler HTTP resources that would hide /healthz, /metrics or the WebSocket."""
-    reserved = {"healthz", "metrics", ws_path.strip("/").split("/")[0]}
+    reserved = {"healthz", "metrics", *CLIENT_FILES, ws_path.strip("/").split("/")[0]}
     for path in resources:
         top = path.strip("/").split("/")[0]
         if top in reserved:
@@ -151,6 +155,9 @@ def makeSite(service: SessionService, listener: str = "", secure: bool = False,
         _place(root, path, resource)  # '' is '/' itself: twisted.web's child b''
     _place(root, "healthz", HealthResource(service))
     _place(root, "metrics", MetricsResource(service))
+    from .clientfiles import client_resource  # twisted.web.static warns when imported
+    for name in CLIENT_FILES:
+        _place(root, name, client_resource(name))
     factory = WebSocketFactory(service, listener, secure, reactor)
     _place(root, service.settings.path, WebSocketResource(factory))
     if service.settings.conformance_echo:
