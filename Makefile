@@ -45,7 +45,16 @@ typecheck: install
 	@echo "==> type-checking wsservice/ with mypy (zope.interface plugin)"
 	$(BIN)/mypy
 
-test: install system-deps typecheck
+# The browser tests' dependencies (playwright-core, and typescript to check wsservice.d.ts;
+# exact versions in package-lock.json). No browser download: the tests drive Debian's
+# /usr/bin/chromium (system-deps).
+BROWSER_TESTS := tests/browser
+$(BROWSER_TESTS)/node_modules/.installed: $(BROWSER_TESTS)/package.json $(BROWSER_TESTS)/package-lock.json
+	@echo "==> installing the browser tests' dependencies (playwright-core without a browser download, typescript) into $(BROWSER_TESTS)/node_modules"
+	cd $(BROWSER_TESTS) && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund
+	@touch $@
+
+test: install system-deps typecheck $(BROWSER_TESTS)/node_modules/.installed
 	@echo "==> running the trial suite (tests/): in-process tests import this checkout,"
 	@echo "    twistd and README tests run the copy just installed in $(VENV)"
 	$(BIN)/python tests/run.py
