@@ -513,7 +513,7 @@ class _EndToEnd:
         code, headers, body = await http(self.address, "/")
         self.assertEqual(code, 200)
         self.assertIn("text/html", headers["content-type"][0])
-        self.assertIn(b"wsservice.v1", body)
+        self.assertIn(b'import { Client } from "/wsservice.js";', body)  # built on the client
         self.assertIn(b'<link rel="icon" href="favicon.ico"', body)
 
     async def test_demo_favicon(self) -> None:
