@@ -268,3 +268,17 @@ class BrowserClusterTests(BrowserTestCase):
         node1, node2 = await cluster.start("n1", "n2")
         await self.scenario("cluster", node1.address, node2.address, logs=cluster.logs)
         cluster.no_tracebacks()
+
+    async def test_through_make_cluster(self) -> None:
+        """make cluster's own script (Redis, two nodes, HAProxy round robin): the demo page
+        clicked through, and a network drop resumed, where HAProxy may hand the page's new
+        connection to the other node."""
+        from .test_cluster_script import ClusterScript
+        cluster = await ClusterScript(self).start()
+        self.addCleanup(cluster.stop)
+        haproxy = f"127.0.0.1:{cluster.port}"
+
+        def logs() -> str:
+            return cluster.output()[-4000:]
+        await self.scenario("network_drop", haproxy, logs=logs)
+        await self.scenario("demo", haproxy, logs=logs)

@@ -21,6 +21,59 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
 
 
+class ClusterScript:
+    """scripts/cluster.py (make cluster) running for a test: HAProxy on ``port``, the nodes
+    on ``node_port`` and the next one, Redis on ``redis_port``; killed on cleanup if the
+    test did not stop it."""
+
+    def __init__(self, testcase: TestCase) -> None:
+        self.testcase = testcase
+        self.port, self.node_port, self.redis_port = free_port(), free_port(), free_port()
+        while self.node_port + 1 in (self.port, self.redis_port):
+            self.node_port = free_port()
+        self.workdir = tempfile.mkdtemp(prefix="wsservice-cluster-")
+        testcase.addCleanup(shutil.rmtree, self.workdir, True)
+        self.log = open(os.path.join(self.workdir, "out.log"), "wb")
+        testcase.addCleanup(self.log.close)
+        self.proc: subprocess.Popen | None = None
+
+    def output(self) -> str:
+        """Everything the script (and what it runs) printed so far."""
+        self.log.flush()
+        with open(os.path.join(self.workdir, "out.log"), "rb") as f:
+            return f.read().decode(errors="replace")
+
+    async def start(self) -> ClusterScript:
+        """Start it and wait for its 'cluster ready' line."""
+        self.proc = proc = subprocess.Popen(
+            [sys.executable, os.path.join(ROOT, "scripts", "cluster.py"), "--port",
+             str(self.port), "--node-port", str(self.node_port), "--redis-port",
+             str(self.redis_port), "--dir", self.workdir, "--fresh",
+             "--twistd", os.path.join(os.path.dirname(sys.executable), "twistd")],
+            stdout=self.log, stderr=subprocess.STDOUT)
+
+        def kill() -> None:
+            if proc.poll() is None:
+                proc.kill()
+        self.testcase.addCleanup(kill)
+        deadline = time.monotonic() + 60
+        while "cluster ready" not in self.output():
+            self.testcase.assertIsNone(proc.poll(), self.output()[-3000:])
+            self.testcase.assertLess(time.monotonic(), deadline, self.output()[-3000:])
+            await deferLater(reactor, 0.1, lambda: None)
+        return self
+
+    async def stop(self) -> str:
+        """Ctrl-C it and wait until it has stopped everything; what it printed."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGINT)
+        deadline = time.monotonic() + 45
+        while self.proc.poll() is None:
+            self.testcase.assertLess(time.monotonic(), deadline, self.output()[-3000:])
+            await deferLater(reactor, 0.1, lambda: None)
+        return self.output()
+
+
 class ClusterScriptTests(TestCase):
     """scripts/cluster.py (make cluster) serves the demo through HAProxy on both nodes."""
 
@@ -29,34 +82,9 @@ class ClusterScriptTests(TestCase):
     async def test_serves_through_haproxy_on_both_nodes_and_stops_on_ctrl_c(self) -> None:
         self.assertTrue(os.path.exists(HAPROXY), "haproxy is not installed: make test's "
                         "system-deps step installs it (apt-get install haproxy)")
-        port, node_port, redis_port = free_port(), free_port(), free_port()
-        while node_port + 1 in (port, redis_port):
-            node_port = free_port()
-        workdir = tempfile.mkdtemp(prefix="wsservice-cluster-")
-        self.addCleanup(shutil.rmtree, workdir, True)
-        log = open(os.path.join(workdir, "out.log"), "wb")
-        self.addCleanup(log.close)
-        proc = subprocess.Popen(
-            [sys.executable, os.path.join(ROOT, "scripts", "cluster.py"), "--port", str(port),
-             "--node-port", str(node_port), "--redis-port", str(redis_port),
-             "--dir", workdir, "--fresh",
-             "--twistd", os.path.join(os.path.dirname(sys.executable), "twistd")],
-            stdout=log, stderr=subprocess.STDOUT)
-
-        def kill() -> None:
-            if proc.poll() is None:
-                proc.kill()
-        self.addCleanup(kill)
-
-        def output() -> str:
-            log.flush()
-            with open(os.path.join(workdir, "out.log"), "rb") as f:
-                return f.read().decode(errors="replace")
-        deadline = time.monotonic() + 60
-        while "cluster ready" not in output():
-            self.assertIsNone(proc.poll(), output()[-3000:])
-            self.assertLess(time.monotonic(), deadline, output()[-3000:])
-            await deferLater(reactor, 0.1, lambda: None)
+        cluster = await ClusterScript(self).start()
+        port, node_port, redis_port = cluster.port, cluster.node_port, cluster.redis_port
+        workdir, output = cluster.workdir, cluster.output
         # four sessions through HAProxy: round robin puts them on both nodes
         nodes = set()
         for _ in range(4):
@@ -76,12 +104,7 @@ class ClusterScriptTests(TestCase):
         self.assertEqual(nodes, {0, 1}, output()[-3000:])
         status, _, page = await wsclient.http(f"127.0.0.1:{port}", "/")
         self.assertEqual(status, 200)
-        proc.send_signal(signal.SIGINT)
-        deadline = time.monotonic() + 45
-        while proc.poll() is None:
-            self.assertLess(time.monotonic(), deadline, output()[-3000:])
-            await deferLater(reactor, 0.1, lambda: None)
-        text = output()
+        text = await cluster.stop()
         self.assertIn("==> stopped:", text)
         # nothing it started is left
         ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout

@@ -526,15 +526,12 @@ export class Client extends EventTarget {
       this._warn(`dropped a duplicate ${msg.type} (seq ${seq}, already delivered up to ${this.lastSeq})`);
       return;
     }
-    let deliver;
-    if (msg.type === "event" && typeof msg.event === "string") {
-      deliver = () => this._deliverEvent(msg.event, msg.data, seq);
-    } else if (msg.type === "message" && typeof msg.topic === "string") {
-      deliver = () => this._deliverMessage(msg.topic, msg.data, seq);
-    } else if (msg.type === "call" && validId(msg.id) && typeof msg.method === "string") {
-      deliver = () => this._serverCall(msg.id, msg.method, msg.params, seq);
-    } else {
-      this._warn(`dropped a malformed ${msg.type}: ${text.slice(0, 80)}`);
+    const type = msg.type;
+    const wellFormed = type === "event" ? typeof msg.event === "string"
+      : type === "message" ? typeof msg.topic === "string"
+        : validId(msg.id) && typeof msg.method === "string";
+    if (!wellFormed) {
+      this._warn(`dropped a malformed ${type}: ${text.slice(0, 80)}`);
       return;
     }
     if (seq !== this.lastSeq + 1) {
@@ -545,7 +542,9 @@ export class Client extends EventTarget {
       this._catchUp.count += 1;
       this.replayed += 1;
     }
-    deliver();
+    if (type === "event") this._deliverEvent(msg.event, msg.data, seq);
+    else if (type === "message") this._deliverMessage(msg.topic, msg.data, seq);
+    else this._serverCall(msg.id, msg.method, msg.params, seq);
     this._scheduleAck();
   }
 
