@@ -90,9 +90,11 @@ class LiveServer:
     """
 
     def __init__(self, testcase: Any, settings: Settings | None = None, unix: bool = False,
-                 listen: str | None = None, clock: IReactorTime | None = None) -> None:
+                 listen: str | None = None, clock: IReactorTime | None = None,
+                 authenticator: Any = None) -> None:
         self.testcase = testcase
         self.settings = settings or Settings()
+        self.authenticator = authenticator
         self.clock = clock
         self.path = socket_path(testcase) if unix else None
         if listen is None:
@@ -103,9 +105,11 @@ class LiveServer:
 
     async def start(self) -> LiveServer:
         if self.clock is None:
-            self.service = makeService([DemoApp()], [self.listen], self.settings)
+            self.service = makeService([DemoApp()], [self.listen], self.settings,
+                                       authenticator=self.authenticator)
         else:
-            sessions = SessionService([DemoApp(self.clock)], self.settings, clock=self.clock)
+            sessions = SessionService([DemoApp(self.clock)], self.settings, self.authenticator,
+                                      clock=self.clock)
             self.service = WSService(sessions)
             self.service.listen(self.listen)
         self.sessions = self.service.sessions
@@ -133,6 +137,8 @@ class LiveServer:
 
 
 async def serve(testcase: Any, settings: Settings | None = None, unix: bool = False,
-                listen: str | None = None, clock: IReactorTime | None = None) -> LiveServer:
-    """Start a LiveServer for ``testcase`` and wait until it listens."""
-    return await LiveServer(testcase, settings, unix, listen, clock).start()
+                listen: str | None = None, clock: IReactorTime | None = None,
+                authenticator: Any = None) -> LiveServer:
+    """Start a LiveServer for ``testcase`` (with ``authenticator``, default everyone
+    anonymous) and wait until it listens."""
+    return await LiveServer(testcase, settings, unix, listen, clock, authenticator).start()

@@ -5,12 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.internet.defer import Deferred
 from twisted.logger import LogLevel, globalLogPublisher, formatEvent
 
-from wsservice import Settings, makeService
 from wsservice.client import Client, connect
-from wsservice.demo import DemoApp
 
 from . import live
 
@@ -95,22 +92,3 @@ class Logged:
         """How many events (at ``level``, if given) contain ``text``."""
         return sum(text in (formatEvent(e) or "") for e in self.events
                    if level is None or e.get("log_level") == level)
-
-
-async def serve(testcase: Any, settings: Settings | None = None, authenticator: Any = None,
-                listen: str = live.LOOPBACK) -> Any:
-    """The demo app under the real service (with ``authenticator``), stopped on cleanup;
-    the started service, with ``address`` set."""
-    service = makeService([DemoApp()], [listen], settings or Settings(),
-                          authenticator=authenticator)
-    service.startService()
-
-    async def stop() -> None:
-        if service.running:
-            await service.stopService()
-        service.sessions.endAll()
-    testcase.addCleanup(lambda: Deferred.fromCoroutine(stop()))
-    port: Any = await service.listeners[0].whenListening
-    service.address = listen if listen.startswith("unix:") \
-        else f"127.0.0.1:{port.getHost().port}"
-    return service

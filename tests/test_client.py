@@ -247,7 +247,7 @@ class ConnectTests(TestCase):
     async def test_unauthorized(self) -> None:
         """A hello the authenticator refuses: connect() fails with the server's
         ``unauthorized`` and close code 4401; the client is closed."""
-        service = await pyclient.serve(self, authenticator=Tokens("good"))
+        service = await live.serve(self, authenticator=Tokens("good"))
         e = await self.assertFailure(connect(pyclient.url(service.address), auth="bad"),
                                      ClientError)
         self.assertEqual((e.code, e.close_code), ("unauthorized", 4401))
@@ -257,21 +257,21 @@ class ConnectTests(TestCase):
 
     async def test_headers(self) -> None:
         """``headers`` go into the handshake (an Authorization header, here)."""
-        service = await pyclient.serve(self, authenticator=Tokens("Bearer xyz"))
+        service = await live.serve(self, authenticator=Tokens("Bearer xyz"))
         client = await pyclient.client(self, service.address, reactor=reactor,
                                        headers={"Authorization": "Bearer xyz"})
         self.assertEqual((await client.call("whoami"))["principal"], "Bearer xyz")
 
     async def test_connection_refused(self) -> None:
         """Nothing listening: connect() fails with Twisted's ConnectionRefusedError."""
-        service = await pyclient.serve(self)
+        service = await live.serve(self)
         address = service.address
-        await service.stopService()
+        await service.stop()
         await self.assertFailure(connect(pyclient.url(address)), ConnectionRefusedError)
 
     async def test_handshake_refused(self) -> None:
         """A handshake the server refuses (HTTP 404: wrong path) fails connect()."""
-        service = await pyclient.serve(self)
+        service = await live.serve(self)
         e = await self.assertFailure(connect(f"ws://{service.address}/nowhere"), ClientError)
         self.assertEqual(e.code, "connect_failed")
         self.assertIn("404", e.message)
@@ -301,7 +301,7 @@ class ConnectTests(TestCase):
 
     async def test_cancel_connect(self) -> None:
         """Cancelling connect()'s Deferred gives up (CancelledError)."""
-        service = await pyclient.serve(self)
+        service = await live.serve(self)
         d = connect(pyclient.url(service.address))
         d.cancel()
         await self.assertFailure(d, CancelledError)
@@ -320,7 +320,7 @@ class TLSTests(TestCase):
         from twisted.internet.ssl import Certificate, optionsForClientTLS
 
         key, cert, pem = self.certificate()
-        service = await pyclient.serve(
+        service = await live.serve(
             self, listen=f"ssl:0:interface=127.0.0.1:privateKey={key}:certKey={cert}")
         port = service.address.rsplit(":", 1)[1]
         url = f"wss://localhost:{port}/ws"

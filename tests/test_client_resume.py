@@ -8,7 +8,7 @@ from typing import Any
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
-from twisted.trial.unittest import SkipTest, TestCase
+from twisted.trial.unittest import TestCase
 
 from wsservice import Settings
 from wsservice.client import ClientError
@@ -27,7 +27,7 @@ class _Proxied:
     authenticator: Any = None
 
     async def _start(self) -> None:
-        self.service = await pyclient.serve(self, self.settings, self.authenticator)
+        self.service = await live.serve(self, self.settings, authenticator=self.authenticator)
         self.sessions = self.service.sessions
         host, port = self.service.address.rsplit(":", 1)
         self.proxy = await TCPProxy(host, int(port)).start(self)
@@ -95,7 +95,7 @@ class ResumeTests(_Proxied, TestCase):
 
     async def test_unix_drop_and_resume(self) -> None:
         """Over a unix socket too: the server drops the connection, the client resumes."""
-        service = await pyclient.serve(self, listen=f"unix:{live.socket_path(self)}")
+        service = await live.serve(self, unix=True)
         a = await pyclient.client(self, service.address, **FAST)
         states = States(a)
         seen = Seen()
@@ -263,11 +263,7 @@ class ClusterMoveTests(TestCase):
     cut and its reconnect, and resumes there with the replay."""
 
     async def test_resume_on_another_node(self) -> None:
-        from .clusternodes import Cluster
-        from .redisserver import REDIS_SERVER
-        import os
-        if not os.path.exists(REDIS_SERVER):
-            raise SkipTest("redis-server is not installed")
+        from .clusternodes import Cluster  # its redis-server fails loudly when missing
         cluster = Cluster(self)
         node_a, node_b = await cluster.start("a", "b")
         proxy = await TCPProxy("127.0.0.1", node_a.port).start(self)

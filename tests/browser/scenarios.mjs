@@ -64,6 +64,17 @@ async function traffic(h, page, from, target, topic, n, m, tag) {
   return expected;
 }
 
+/** Page a through a new proxy (its network can fail), subscribed to topic T, with client
+ * `options`; page b straight to the server, to push and publish to a meanwhile. */
+async function proxiedPair(h, options = {}) {
+  const proxy = await h.proxy();
+  const pa = await h.page("a", proxy.base);
+  const pb = await h.page("b", `http://${h.servers[0]}`); // direct, not through the proxy
+  const session = await open(h, pa, "a", { topics: ["T"], options });
+  await open(h, pb, "b", { events: [] });
+  return { proxy, pa, pb, session };
+}
+
 const kinds = (got) => got.map((g) => ({ kind: g.kind, data: g.data }));
 
 /** The hello frames `page` sent, each with its socket number. */
@@ -322,11 +333,7 @@ scenarios.pubsub = {
 scenarios.network_drop = {
   about: "network drop (cut, refused for a while): resume, every message once, in order (default backoff)",
   async run(h) {
-    const proxy = await h.proxy();
-    const pa = await h.page("a", proxy.base);
-    const pb = await h.page("b", `http://${h.servers[0]}`); // direct, not through the proxy
-    const session = await open(h, pa, "a", { topics: ["T"] });
-    await open(h, pb, "b", { events: [] });
+    const { proxy, pa, pb, session } = await proxiedPair(h);
     const before = await traffic(h, pb, "b", session, "T", 3, 2, "before");
     await gotCount(h, pa, "a", 5, "the messages before the drop");
     // acked within ackDelay (1 s)
@@ -376,11 +383,7 @@ scenarios.network_drop = {
 scenarios.resume_lost = {
   about: "a drop longer than resume_ttl: lost event, new session, topics subscribed again, calls work",
   async run(h) {
-    const proxy = await h.proxy();
-    const pa = await h.page("a", proxy.base);
-    const pb = await h.page("b", `http://${h.servers[0]}`);
-    const old = await open(h, pa, "a", { topics: ["T"], options: { backoffInitial: 0.1, backoffMax: 0.3 } });
-    await open(h, pb, "b", { events: [] });
+    const { proxy, pa, pb, session: old } = await proxiedPair(h, { backoffInitial: 0.1, backoffMax: 0.3 });
     await traffic(h, pb, "b", old, "T", 1, 2, "before");
     await gotCount(h, pa, "a", 3, "the messages before the drop");
     proxy.cut();
@@ -421,11 +424,7 @@ scenarios.resume_lost = {
 scenarios.stall = {
   about: "a stalled connection (heartbeat=1): found dead by the protocol ping, resumed with the replay",
   async run(h) {
-    const proxy = await h.proxy();
-    const pa = await h.page("a", proxy.base);
-    const pb = await h.page("b", `http://${h.servers[0]}`);
-    const session = await open(h, pa, "a", { topics: ["T"], options: { backoffInitial: 0.1, backoffMax: 0.5 } });
-    await open(h, pb, "b", { events: [] });
+    const { proxy, pa, pb, session } = await proxiedPair(h, { backoffInitial: 0.1, backoffMax: 0.5 });
     h.eq(await pa.evaluate(() => T.client("a").heartbeat ?? T.wire({ dir: "in", type: "welcome" })[0].msg.heartbeat), 1, "the welcome's heartbeat");
     const before = await traffic(h, pb, "b", session, "T", 1, 1, "before");
     await gotCount(h, pa, "a", 2, "the messages before the stall");
@@ -522,12 +521,8 @@ scenarios.reconnect_calls = {
 scenarios.close = {
   about: "close(): bye, state closed, the session ended on the server, no reconnect (also while reconnecting)",
   async run(h) {
-    const proxy = await h.proxy();
-    const pa = await h.page("a", proxy.base);
-    const pb = await h.page("b", `http://${h.servers[0]}`);
     const options = { backoffInitial: 0.05, backoffMax: 0.2 };
-    const session = await open(h, pa, "a", { options, topics: ["T"] });
-    await open(h, pb, "b", { events: [] });
+    const { proxy, pa, pb, session } = await proxiedPair(h, options);
     const accepted = proxy.accepted;
     await pa.evaluate(() => T.start("pending", "a", "sleep", { seconds: 5 }));
     await h.sleep(100);
