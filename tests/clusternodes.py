@@ -25,10 +25,12 @@ LOG_TAIL = 4000  # characters of each node's log in a failure message
 class Node:
     """One ``twistd -n --pidfile= wsservice --redis URL --node-id NAME`` process."""
 
-    def __init__(self, cluster: Cluster, name: str, redis_url: str) -> None:
+    def __init__(self, cluster: Cluster, name: str, redis_url: str,
+                 args: tuple[str, ...] = ()) -> None:
         self.cluster = cluster
         self.name = name
         self.redis_url = redis_url
+        self.args = args
         self.child: processes.Child | None = None
         self.port = 0
 
@@ -49,7 +51,7 @@ class Node:
         """Spawn it (SIGKILLed on cleanup if still running) and wait until it is a usable
         node: connected to Redis, ``/healthz`` 200."""
         argv = TWISTD + ["-n", "--pidfile=", "wsservice", "--redis", self.redis_url,
-                         "--node-id", self.name, "--listen", LOOPBACK]
+                         "--node-id", self.name, "--listen", LOOPBACK, *self.args]
         try:
             self.child = await processes.start(self.cluster.test, argv, self.cluster.cwd,
                                                stop_signal="KILL")
@@ -128,9 +130,11 @@ class Cluster:
         # cleanups run last first: the nodes are killed, then the clients dropped, then Redis
         self.clients = live.Clients(test)
 
-    async def start(self, *names: str, redis_url: str | None = None) -> list[Node]:
-        """Start nodes ``names`` at once and wait until each is usable."""
-        nodes = [Node(self, name, redis_url or self.redis.url) for name in names]
+    async def start(self, *names: str, redis_url: str | None = None,
+                    args: tuple[str, ...] = ()) -> list[Node]:
+        """Start nodes ``names`` (with more wsservice ``args``) at once and wait until each
+        is usable."""
+        nodes = [Node(self, name, redis_url or self.redis.url, args) for name in names]
         for node in nodes:
             self.nodes[node.name] = node
         started = [Deferred.fromCoroutine(node.start()) for node in nodes]

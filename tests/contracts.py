@@ -361,9 +361,9 @@ class ServiceContract:
         self.addCleanup(h.stop)
         return h
 
-    async def opened(self, h: ServiceHarness) -> tuple[Any, dict, Any]:
+    async def opened(self, h: ServiceHarness, meta: Any = None) -> tuple[Any, dict, Any]:
         client = h.connect()
-        client.send({"type": "hello"})
+        client.send({"type": "hello"} if meta is None else {"type": "hello", "meta": meta})
         await self.settle(h)
         welcome = client.next()
         return client, welcome, h.service.sessions[welcome["session"]]
@@ -479,3 +479,109 @@ class ServiceContract:
         self.assertEqual(await h.service.push("nobody", "hey", 1), False)
         await self.settle(h)
         self.assertEqual(a.received(), [{"type": "event", "event": "hey", "data": 1, "seq": 1}])
+
+    # -- presence (protocol.md section 7) -------------------------------------------------------
+
+    async def subscribed(self, h: ServiceHarness, name: str, topic: str = "room",
+                         presence: bool = False) -> tuple[Any, dict, Any]:
+        """A session whose meta.public names it, subscribed to ``topic``."""
+        client, welcome, session = await self.opened(h, {"public": {"name": name}})
+        client.send({"type": "subscribe", "topic": topic, "id": "s", "presence": presence})
+        await self.settle(h)
+        self.assertEqual(client.next(), {"type": "result", "id": "s", "result": None})
+        return client, welcome, session
+
+    async def members(self, h: ServiceHarness, client: Any, topic: str = "room") -> list:
+        client.send({"type": "presence", "topic": topic, "id": "p"})
+        await self.settle(h)
+        answer = client.next()
+        self.assertEqual((answer["type"], answer["id"]), ("result", "p"))
+        return sorted((m["meta"] or {}).get("name", "?") for m in answer["result"]["members"])
+
+    def presenceEvents(self, client: Any) -> list[tuple[str, str, str]]:
+        return [(m["event"], m["data"]["topic"], m["data"]["member"]["meta"]["name"])
+                for m in client.received()
+                if m["type"] == "event" and m["event"].startswith("presence.")]
+
+    async def test_presence_lists_every_member(self) -> None:
+        h = self.harness()
+        a, wa, sa = await self.subscribed(h, "ann")
+        b, wb, sb = await self.subscribed(h, "bob")
+        c, _, _ = await self.opened(h)  # not subscribed: may still ask
+        self.assertEqual(await self.members(h, c), ["ann", "bob"])
+        self.assertEqual(await self.members(h, c, "empty"), [])
+        members = await h.service.presence("room")
+        ids = {m["client"] for m in members}
+        self.assertEqual(len(ids), 2)
+        self.assertEqual(ids, {sa.member["client"], sb.member["client"]})
+        for m in members:  # the public id gives neither the session id nor its token
+            self.assertEqual(m["user"], None)  # the default principal has no public name
+            self.assertFalse(m["client"] in (wa["session"], wa["token"], wb["session"],
+                                             wb["token"]))
+            self.assertFalse(m["client"][:8] in wa["session"] + wb["session"])
+
+    async def test_presence_pushes_joins_and_leaves(self) -> None:
+        h = self.harness()
+        watcher, _, _ = await self.subscribed(h, "wat", presence=True)
+        a, _, _ = await self.subscribed(h, "ann")
+        b, wb, sb = await self.subscribed(h, "bob")
+        a.send({"type": "unsubscribe", "topic": "room"})
+        await self.settle(h)
+        b.send({"type": "bye"})
+        await self.settle(h)
+        events = watcher.received()
+        self.assertEqual([(m["event"], m["data"]["member"]["meta"]["name"], m["seq"])
+                          for m in events],
+                         [("presence.join", "ann", 1), ("presence.join", "bob", 2),
+                          ("presence.leave", "ann", 3), ("presence.leave", "bob", 4)])
+        self.assertEqual(events[1]["data"], {"topic": "room", "member": sb.member})
+        # nobody is told of their own join, and a subscriber without presence hears nothing
+        self.assertEqual(self.presenceEvents(a), [])
+
+    async def test_detached_member_has_not_left(self) -> None:
+        h = self.harness(resume_ttl=30)
+        watcher, _, _ = await self.subscribed(h, "wat", presence=True)
+        asker, _, _ = await self.opened(h)
+        a, wa, _ = await self.subscribed(h, "ann")
+        a.drop()
+        await self.settle(h)
+        self.assertEqual(await self.members(h, asker), ["ann", "wat"])
+        again, w2 = await self.resume(h, wa, 0)
+        self.assertEqual(w2["resumed"], True)
+        again.drop()
+        await self.settle(h)
+        h.clock.advance(30)  # now it ends: it leaves
+        await self.settle(h)
+        self.assertEqual(self.presenceEvents(watcher),
+                         [("presence.join", "room", "ann"), ("presence.leave", "room", "ann")])
+        self.assertEqual(await self.members(h, asker), ["wat"])
+
+    async def test_latest_subscribe_decides_presence(self) -> None:
+        h = self.harness()
+        watcher, _, _ = await self.subscribed(h, "wat", presence=True)
+        watcher.send({"type": "subscribe", "topic": "room"})  # again, without presence
+        await self.settle(h)
+        await self.subscribed(h, "ann")
+        watcher.send({"type": "subscribe", "topic": "room", "presence": True})
+        await self.settle(h)
+        await self.subscribed(h, "bob")
+        watcher.send({"type": "unsubscribe", "topic": "room"})
+        await self.settle(h)
+        await self.subscribed(h, "cat")
+        watcher.send({"type": "subscribe", "topic": "room"})
+        await self.settle(h)
+        await self.subscribed(h, "dan")
+        self.assertEqual(self.presenceEvents(watcher), [("presence.join", "room", "bob")])
+
+    async def test_presence_pushes_are_replayed(self) -> None:
+        h = self.harness()
+        watcher, ww, _ = await self.subscribed(h, "wat", presence=True)
+        watcher.drop()
+        await self.settle(h)
+        await self.subscribed(h, "ann")
+        again, w2 = await self.resume(h, ww, 0)
+        self.assertEqual(w2["resumed"], True)
+        self.assertEqual(self.presenceEvents(again), [("presence.join", "room", "ann")])
+        # and it still watches after the resume
+        await self.subscribed(h, "bob")
+        self.assertEqual(self.presenceEvents(again), [("presence.join", "room", "bob")])

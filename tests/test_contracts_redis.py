@@ -12,6 +12,7 @@ from twisted.trial.unittest import TestCase
 from wsservice import ClusterSession, RedisBroker, RedisSessionStore, Settings
 from wsservice.redisengine import RedisEngine
 from wsservice.redisurl import parse_redis_url
+from wsservice.store import public_id
 from wsservice.testing import ServiceHarness
 
 from . import redisserver
@@ -69,3 +70,38 @@ class RedisServiceContractTests(_OnRedis, ServiceContract, TestCase):
 
     async def settle(self, harness: ServiceHarness) -> None:
         await self.settled()
+
+
+class PresenceMemberAcrossNodesTests(_OnRedis, TestCase):
+    """A session's presence entry is made where the session is created, and another node
+    that takes the session over (resume, adoption) shows the same: Redis keeps principals as
+    JSON, which may lose a principal's publicName."""
+
+    async def test_member_survives_a_move_to_another_node(self) -> None:
+        class Named:
+            publicName = "ann"
+
+        store = RedisSessionStore(self.engine, Clock())
+        record = await store.create("sid-m", "tok-" + "x" * 20, "s1", Named(),
+                                    {"public": {"name": "Ann"}})
+        other = RedisEngine(parse_redis_url(self.server.url), prefix=self.engine.prefix)
+        self.addCleanup(other.stopService)
+        await redisserver.up(other)
+        claim = await RedisSessionStore(other, Clock()).claim("sid-m", "tok-" + "x" * 20, 0)
+        self.assertEqual(claim.record.principal, None)  # not JSON: kept as null
+        session = ClusterSession(_Host(), claim.record, None)
+        self.assertEqual(session.member, {"client": public_id("sid-m"), "user": "ann",
+                                          "meta": {"name": "Ann"}})
+        self.assertEqual(claim.record.member, record.member)
+
+
+class _Host:
+    """Just what a ClusterSession reads of its service when made."""
+
+    def __init__(self) -> None:
+        from wsservice.logflood import LogFlood
+        from wsservice.metrics import Metrics
+        self.clock = Clock()
+        self.settings = Settings()
+        self.metrics = Metrics(lambda: 0)
+        self.logs = LogFlood(self.clock)

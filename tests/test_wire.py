@@ -23,6 +23,7 @@ from wsservice.wire import (
     Event,
     Hello,
     Ping,
+    Presence,
     Publish,
     Result,
     Resume,
@@ -38,7 +39,7 @@ BAD_MESSAGE = errors.BAD_MESSAGE
 
 CLIENT_TYPES = {
     "hello", "event", "call", "cancel", "result", "error",
-    "subscribe", "unsubscribe", "publish", "ack", "ping", "bye",
+    "subscribe", "unsubscribe", "presence", "publish", "ack", "ping", "bye",
 }
 
 _PROPERTY = settings(max_examples=200, deadline=None, database=None,
@@ -202,6 +203,27 @@ class DecodeValidTests(_WireCase):
         self.assertDecodes({"type": "subscribe", "topic": "news", "id": "s"},
                            Subscribe("news", "s"))
 
+    def test_subscribe_with_presence(self):
+        self.assertDecodes({"type": "subscribe", "topic": "news", "presence": True},
+                           Subscribe("news", None, True))
+        self.assertDecodes({"type": "subscribe", "topic": "news", "id": 1, "presence": False},
+                           Subscribe("news", 1, False))
+        for bad in (1, 0, "yes", None, [], {}):
+            self.assertWireError({"type": "subscribe", "topic": "t", "id": 4, "presence": bad},
+                                 errors.BAD_MESSAGE, kind="subscribe", id=4)
+
+    def test_presence(self):
+        self.assertDecodes({"type": "presence", "topic": "room", "id": 7}, Presence("room", 7))
+        self.assertDecodes({"type": "presence", "topic": "room", "id": "p", "x": 1},
+                           Presence("room", "p"))
+        # a request the client waits on: a bad topic is answered with its id
+        for topic in (None, "", 5, "x" * 257):
+            self.assertWireError({"type": "presence", "topic": topic, "id": 9},
+                                 errors.BAD_MESSAGE, kind="presence", id=9)
+        for call_id in (None, True, 1.5, [], "i" * 1000):
+            self.assertWireError({"type": "presence", "topic": "room", "id": call_id},
+                                 errors.BAD_MESSAGE, kind="presence")
+
     def test_unsubscribe(self):
         self.assertDecodes({"type": "unsubscribe", "topic": "news"}, Unsubscribe("news", None))
         self.assertDecodes({"type": "unsubscribe", "topic": "news", "id": 2},
@@ -259,6 +281,7 @@ class DecodeValidTests(_WireCase):
              Error(1, "c", "m", None)),
             ({"type": "subscribe", "topic": "t"}, Subscribe("t", None)),
             ({"type": "unsubscribe", "topic": "t"}, Unsubscribe("t", None)),
+            ({"type": "presence", "topic": "t", "id": 1}, Presence("t", 1)),
             ({"type": "publish", "topic": "t", "data": 1}, Publish("t", 1, None)),
             ({"type": "ack", "seq": 1}, Ack(1)),
             ({"type": "ping"}, Ping(None)),
@@ -833,7 +856,7 @@ seqs = st.integers(min_value=0, max_value=2 ** 63 - 1)
 extra_members = st.dictionaries(
     st.text(max_size=8).filter(lambda k: k not in {
         "type", "id", "auth", "resume", "meta", "event", "data", "method", "params",
-        "result", "error", "topic", "seq"}),
+        "result", "error", "topic", "seq", "presence"}),
     json_values, max_size=3)
 
 
@@ -886,10 +909,18 @@ def valid_messages(draw):
             err["data"] = data
         obj["error"] = err
         expected = Error(call_id, code, message, None if data is _UNSET else data)
-    elif kind in ("subscribe", "unsubscribe"):
+    elif kind == "subscribe":
         obj["topic"] = topic = draw(topics)
-        cls = Subscribe if kind == "subscribe" else Unsubscribe
-        expected = cls(topic, opt("id", ids))
+        call_id = opt("id", ids)
+        presence = opt("presence", st.booleans())
+        expected = Subscribe(topic, call_id, bool(presence))
+    elif kind == "unsubscribe":
+        obj["topic"] = topic = draw(topics)
+        expected = Unsubscribe(topic, opt("id", ids))
+    elif kind == "presence":
+        obj["topic"] = topic = draw(topics)
+        obj["id"] = call_id = draw(ids)
+        expected = Presence(topic, call_id)
     elif kind == "publish":
         obj["topic"] = topic = draw(topics)
         data = opt("data", json_values)
@@ -912,8 +943,9 @@ _MEMBERS = {
     "cancel": ("id",),
     "result": ("id", "result"),
     "error": ("id", "error"),
-    "subscribe": ("topic", "id"),
+    "subscribe": ("topic", "id", "presence"),
     "unsubscribe": ("topic", "id"),
+    "presence": ("topic", "id"),
     "publish": ("topic", "data", "id"),
     "ack": ("seq",),
     "ping": ("data",),
@@ -966,7 +998,7 @@ class PropertyTests(SynchronousTestCase):
         result = self._decode_or_wire_error(payload, max_depth=max_depth)
         if not isinstance(result, WireError):
             self.assertIn(type(result), {Hello, Event, Call, Cancel, Result, Error, Subscribe,
-                                         Unsubscribe, Publish, Ack, Ping, Bye})
+                                         Unsubscribe, Presence, Publish, Ack, Ping, Bye})
 
     @_PROPERTY
     @given(wild_json, st.booleans())

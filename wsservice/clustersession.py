@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
+
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall
 from twisted.python.failure import Failure
@@ -34,6 +36,11 @@ class ClusterSession(Session):
         # them, so a client sees a handler's pushes before the answer it gave after them
         self._unanswered = 0
         self._behind: list[tuple[bytes, str]] | None = None
+
+    @property
+    def member(self) -> dict[str, Any]:
+        """This session as presence lists it, as made where the session was created."""
+        return orjson.loads(self._record.member)  # type: ignore[attr-defined]  # a RedisRecord
 
     @property
     def written(self) -> int:

@@ -23,6 +23,9 @@ class ISession(Interface):
                         "reach any session by id, on any node of a cluster.")
     attached = Attribute("bool: True while a client connection is attached (False while the "
                          "session waits to be resumed, and once it has ended).")
+    member = Attribute("dict: the session as presence lists it: ``client`` (its public id, "
+                       "not a secret), ``user`` (the principal's publicName or None) and "
+                       "``meta`` (its hello meta's ``public``, or None).")
 
     def push(event: str, data: object = None) -> object:
         """Push event ``event`` with ``data`` to the client; return its ``seq``.
@@ -198,3 +201,17 @@ class IBroker(Interface):
     def send(session_id: str, prefix: bytes, kind: str) -> Deferred[bool]:
         """Deliver an encoded message to one session wherever it is; a Deferred firing
         with True, or False when there is no such session."""
+
+    def watch(session: IDeliverable, topic: str, on: bool) -> None:
+        """Push ``presence.join`` / ``presence.leave`` events of ``topic`` to ``session`` (a
+        subscriber of it) from now on (``on``), or stop; unsubscribing stops them too.
+
+        Every subscriber with a ``member`` (a session) is a member of the topic: it joins
+        when it subscribes and leaves when it unsubscribes or ends (not when it detaches);
+        a session is not told of its own join or leave."""
+
+    def presence(topic: str) -> Deferred[list]:
+        """The members of ``topic`` (each a session's ``member`` dict), on every node."""
+
+    def members() -> int:
+        """How many topic memberships this node's sessions hold (for metrics)."""

@@ -88,17 +88,70 @@ local function expire(h, ms)
   redis.call('PEXPIRE', h, ms)
   redis.call('PEXPIRE', h .. ':r', ms)
   redis.call('PEXPIRE', h .. ':t', ms)
+  redis.call('PEXPIRE', h .. ':w', ms)
 end
 local function persist(h)
   redis.call('PERSIST', h)
   redis.call('PERSIST', h .. ':r')
   redis.call('PERSIST', h .. ':t')
+  redis.call('PERSIST', h .. ':w')
 end
-local function forget(sid, node)
+-- records for nodes: ME's go back to the caller (the batch's answer), the others' are
+-- published on their channels by flush(); a script with ME nil publishes them all
+local ME = nil
+local mine = {}
+local others = {}
+local function send(node, part)
+  if node == ME then mine[#mine + 1] = part
+  else
+    local o = others[node]
+    if not o then o = {}; others[node] = o end
+    o[#o + 1] = part
+  end
+end
+local function flush()
+  for node, parts in pairs(others) do
+    redis.call('PUBLISH', channel(node), table.concat(parts, '\n'))
+  end
+end
+-- number a message for one session, keep it for replay and send it to the session's node;
+-- the seq, or nil when the session is gone
+local function push(sid, kind, prefix, limit, maxb)
   local h = skey(sid)
-  for _, t in ipairs(redis.call('SMEMBERS', h .. ':t')) do leave(node, sid, t) end
+  local owner = redis.call('HGET', h, 'node')
+  if not owner then return nil end
+  local seq = redis.call('HINCRBY', h, 'seq', 1)
+  keep(h, prefix .. seq .. '}', limit, maxb)
+  send(owner, 'P\n' .. sid .. '\n' .. seq .. '\n' .. kind .. '\n' .. prefix)
+  return seq
+end
+-- presence (protocol.md section 7): tell a topic's watchers that sid joined or left it
+local function announce(sid, topic, event, limit, maxb)
+  local w = P .. 'pw:' .. topic
+  if redis.call('SCARD', w) == 0 then return end
+  local pm = redis.call('HGET', skey(sid), 'pm')
+  if not pm then return end
+  local prefix = '{"type":"event","event":"' .. event .. '","data":{"topic":' ..
+    cjson.encode(topic) .. ',"member":' .. pm .. '},"seq":'
+  for _, watcher in ipairs(redis.call('SMEMBERS', w)) do
+    if watcher ~= sid and not push(watcher, 'event', prefix, limit, maxb) then
+      redis.call('SREM', w, watcher)  -- its session expired in Redis
+    end
+  end
+end
+local function unwatch(sid, topic)
+  redis.call('SREM', P .. 'pw:' .. topic, sid)
+  redis.call('SREM', skey(sid) .. ':w', topic)
+end
+local function forget(sid, node, limit, maxb)
+  local h = skey(sid)
+  for _, t in ipairs(redis.call('SMEMBERS', h .. ':w')) do unwatch(sid, t) end
+  for _, t in ipairs(redis.call('SMEMBERS', h .. ':t')) do
+    leave(node, sid, t)
+    announce(sid, t, 'presence.leave', limit, maxb)
+  end
   redis.call('SREM', nkey(node), sid)
-  redis.call('DEL', h, h .. ':r', h .. ':t')
+  redis.call('DEL', h, h .. ':r', h .. ':t', h .. ':w')
 end
 """
 
@@ -106,16 +159,7 @@ end
 # of redisengine). Returns {records for this node, result of each operation...}.
 BATCH = _COMMON + r"""
 local me, limit, maxb = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
-local mine = {}
-local others = {}
-local function send(node, part)
-  if node == me then mine[#mine + 1] = part
-  else
-    local o = others[node]
-    if not o then o = {}; others[node] = o end
-    o[#o + 1] = part
-  end
-end
+ME = me
 local out = {''}
 local i = 5
 local n = #ARGV
@@ -127,14 +171,11 @@ while i <= n do
     i = i + 4
     local h = skey(sid)
     local owner = redis.call('HGET', h, 'node')
-    if owner then
-      local seq = redis.call('HINCRBY', h, 'seq', 1)
-      keep(h, prefix .. seq .. '}', limit, maxb)
-      if owner == me then res = seq
-      else
-        send(owner, 'P\n' .. sid .. '\n' .. seq .. '\n' .. kind .. '\n' .. prefix)
-        res = -seq
-      end
+    if owner == me then  -- its answer carries the seq: no record
+      res = redis.call('HINCRBY', h, 'seq', 1)
+      keep(h, prefix .. res .. '}', limit, maxb)
+    elseif owner then
+      res = -push(sid, kind, prefix, limit, maxb)
     end
   elseif op == 'X' then  -- publish: topic prefix
     local topic, prefix = ARGV[i + 1], ARGV[i + 2]
@@ -188,13 +229,29 @@ while i <= n do
     local owner = redis.call('HGET', h, 'node')
     if owner then
       if op == 'S' then
-        redis.call('SADD', h .. ':t', topic)
-        join(owner, sid, topic)
+        if redis.call('SADD', h .. ':t', topic) == 1 then
+          join(owner, sid, topic)
+          announce(sid, topic, 'presence.join', limit, maxb)
+        end
       else
-        redis.call('SREM', h .. ':t', topic)
-        leave(owner, sid, topic)
+        unwatch(sid, topic)
+        if redis.call('SREM', h .. ':t', topic) == 1 then
+          leave(owner, sid, topic)
+          announce(sid, topic, 'presence.leave', limit, maxb)
+        end
       end
       res = 1
+    end
+  elseif op == 'W' then  -- whether a subscriber hears a topic's presence: sid topic 1/0
+    local sid, topic = ARGV[i + 1], ARGV[i + 2]
+    local on = ARGV[i + 3] == '1'
+    i = i + 4
+    if on and redis.call('SISMEMBER', skey(sid) .. ':t', topic) == 1 then
+      redis.call('SADD', P .. 'pw:' .. topic, sid)
+      redis.call('SADD', skey(sid) .. ':w', topic)
+      res = 1
+    elseif not on then
+      unwatch(sid, topic)
     end
   elseif op == 's' then  -- a plain deliverable of this node: member topic
     join(me, ARGV[i + 1], ARGV[i + 2])
@@ -209,30 +266,29 @@ while i <= n do
   end
   out[#out + 1] = res
 end
-for node, parts in pairs(others) do
-  redis.call('PUBLISH', channel(node), table.concat(parts, '\n'))
-end
+flush()
 out[1] = table.concat(mine, '\n')
 return out
 """
 
-# ARGV: prefix, sid, token hash, label, principal, meta, node. 1, or 0 if the id is taken.
+# ARGV: prefix, sid, token hash, label, principal, meta, node, presence member. 1, or 0 if
+# the id is taken.
 CREATE = _COMMON + r"""
 local sid, me = ARGV[2], ARGV[7]
 local h = skey(sid)
 if redis.call('EXISTS', h) == 1 then return 0 end
 redis.call('HSET', h, 'tok', ARGV[3], 'label', ARGV[4], 'pr', ARGV[5], 'meta', ARGV[6],
-           'seq', 0, 'b', 0, 'node', me, 'det', '')
+           'seq', 0, 'b', 0, 'node', me, 'det', '', 'pm', ARGV[8])
 redis.call('SADD', nkey(me), sid)
 return 1
 """
 
 # ARGV: prefix, sid, token hash, last_seq, node. nil (no such session, wrong token), or
-# {label, principal, meta, seq, topics, replay (a list; 0: a gap), token hash}.
+# {label, principal, meta, seq, topics, replay (a list; 0: a gap), token hash, presence member}.
 CLAIM = _COMMON + r"""
 local sid, me = ARGV[2], ARGV[5]
 local h = skey(sid)
-local f = redis.call('HMGET', h, 'tok', 'label', 'pr', 'meta', 'seq', 'node')
+local f = redis.call('HMGET', h, 'tok', 'label', 'pr', 'meta', 'seq', 'node', 'pm')
 if not f[1] or f[1] ~= ARGV[3] then return nil end
 local seq = tonumber(f[5])
 local last = tonumber(ARGV[4])
@@ -249,7 +305,7 @@ if old ~= me then
 end
 redis.call('HSET', h, 'det', '')
 persist(h)
-return {f[2], f[3], f[4], seq, redis.call('SMEMBERS', h .. ':t'), replay, f[1]}
+return {f[2], f[3], f[4], seq, redis.call('SMEMBERS', h .. ':t'), replay, f[1], f[7] or ''}
 """
 
 # ARGV: prefix, sid, node, ttl ms, grace ms. Marks a session of this node detached (the
@@ -265,14 +321,32 @@ end
 return 1
 """
 
-# ARGV: prefix, sid, node, mode ('any' or 'detached'). Forgets a session of this node.
+# ARGV: prefix, sid, node, mode ('any' or 'detached'), replay_limit, replay_bytes. Forgets a
+# session of this node; its topics' watchers hear it leave.
 END = _COMMON + r"""
 local sid, me = ARGV[2], ARGV[3]
 local f = redis.call('HMGET', skey(sid), 'node', 'det')
 if not f[1] then return 0 end
 if f[1] ~= me or (ARGV[4] == 'detached' and f[2] == '') then return 0 end
-forget(sid, me)
+forget(sid, me, tonumber(ARGV[5]), tonumber(ARGV[6]))
+flush()
 return 1
+"""
+
+# ARGV: prefix, topic. The presence member of every session subscribed to the topic, on
+# every node (detached ones included: they have not left).
+PRESENCE = _COMMON + r"""
+local topic = ARGV[2]
+local out = {}
+for _, node in ipairs(redis.call('SMEMBERS', P .. 'tn:' .. topic)) do
+  for _, m in ipairs(redis.call('SMEMBERS', tkey(node, topic))) do
+    if string.byte(m, 1) ~= 126 then  -- '~': a plain deliverable is no member
+      local pm = redis.call('HGET', skey(m), 'pm')
+      if pm then out[#out + 1] = pm end
+    end
+  end
+end
+return out
 """
 
 # ARGV: prefix, node, ttl ms. Announces the node; returns the nodes that stopped announcing.
@@ -289,7 +363,7 @@ return dead
 
 # ARGV: prefix, dead node, node, count, ttl ms, grace ms. Takes up to count sessions of a
 # node that stopped announcing: {left, sid, label, principal, meta, seq, ms left, topics
-# joined by newlines, token hash, ...}; {-1} when the node is alive after all.
+# joined by newlines, token hash, presence member, ...}; {-1} when the node is alive after all.
 ADOPT = _COMMON + r"""
 local dead, me = ARGV[2], ARGV[3]
 if redis.call('EXISTS', P .. 'hb:' .. dead) == 1 then return {-1} end
@@ -299,7 +373,7 @@ local out = {0}
 local taken = {}
 for _, sid in ipairs(redis.call('SPOP', nkey(dead), tonumber(ARGV[4]))) do
   local h = skey(sid)
-  local f = redis.call('HMGET', h, 'node', 'det', 'label', 'pr', 'meta', 'seq', 'tok')
+  local f = redis.call('HMGET', h, 'node', 'det', 'label', 'pr', 'meta', 'seq', 'tok', 'pm')
   if f[1] == dead then
     redis.call('SADD', nkey(dead), sid)  -- move() takes it out again
     move(sid, dead, me)
@@ -312,7 +386,8 @@ for _, sid in ipairs(redis.call('SPOP', nkey(dead), tonumber(ARGV[4]))) do
     local left = det - now
     if left < 0 then left = 0 end
     local topics = redis.call('SMEMBERS', h .. ':t')
-    for _, v in ipairs({sid, f[3], f[4], f[5], f[6], left, table.concat(topics, '\n'), f[7]}) do
+    for _, v in ipairs({sid, f[3], f[4], f[5], f[6], left, table.concat(topics, '\n'), f[7],
+                        f[8] or ''}) do
       out[#out + 1] = v
     end
     taken[#taken + 1] = sid
@@ -330,7 +405,7 @@ return out
 
 # ARGV: prefix, node, replay_limit, replay_bytes, then per session: sid, token hash, label,
 # principal, meta, seq, diverged ('1'/'0'), topics joined by newlines, detached ('1'/'0'),
-# ttl ms, grace ms. After Redis came back: put each session of this node back as the node
+# ttl ms, grace ms, presence member. After Redis came back: put each session of this node back as the node
 # has it. Per session: {'T'} taken by another node, or {seq, first seq kept, frames after the
 # node's seq...}.
 RESYNC = _COMMON + r"""
@@ -341,7 +416,8 @@ while i <= #ARGV do
   local sid, tok, label, pr, meta = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
   local seq, diverged, topics = tonumber(ARGV[i + 5]), ARGV[i + 6] == '1', ARGV[i + 7]
   local detached, ttl, grace = ARGV[i + 8] == '1', tonumber(ARGV[i + 9]), tonumber(ARGV[i + 10])
-  i = i + 11
+  local pm = ARGV[i + 11]
+  i = i + 12
   local h = skey(sid)
   local owner = redis.call('HGET', h, 'node')
   local res
@@ -355,7 +431,7 @@ while i <= #ARGV do
     if not owner then
       -- Redis lost it (restarted empty): the node's copy, with nothing kept before its seq
       redis.call('HSET', h, 'tok', tok, 'label', label, 'pr', pr, 'meta', meta, 'seq', seq,
-                 'b', 0, 'node', me, 'det', '')
+                 'b', 0, 'node', me, 'det', '', 'pm', pm)
       redis.call('SADD', nkey(me), sid)
       redis.call('DEL', h .. ':r', h .. ':t')
       res = {seq, seq + 1}
@@ -450,5 +526,5 @@ def _script(name: str, source: str) -> Script:
 SCRIPTS: dict[str, Script] = {name: _script(name, source) for name, source in {
     "batch": BATCH, "create": CREATE, "claim": CLAIM, "detach": DETACH, "end": END,
     "heartbeat": HEARTBEAT, "adopt": ADOPT, "resync": RESYNC, "fetch": FETCH,
-    "relay": RELAY, "leave": LEAVE,
+    "relay": RELAY, "leave": LEAVE, "presence": PRESENCE,
 }.items()}

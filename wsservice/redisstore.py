@@ -21,7 +21,7 @@ from .errors import ApplicationError
 from .interfaces import IBroker, IDeliverable, ISessionRecord, ISessionStore
 from .log import logger
 from .redisengine import SYNCING, UP, RedisEngine, RedisUnavailable
-from .store import Claim, token_hash
+from .store import Claim, member_of, token_hash
 
 GRACE_MS = 60_000  # Redis keeps a detached session this long past resume_ttl, for a node to end it
 _log = logger()
@@ -63,15 +63,18 @@ class RedisRecord:
     """One session's resumable state, kept in Redis; this node's mirror of it."""
 
     __slots__ = ("id", "label", "principal", "meta", "seq", "subscriptions", "_tok",
-                 "_expiry", "_store", "diverged", "detached")
+                 "_expiry", "_store", "diverged", "detached", "member")
 
     def __init__(self, session_id: str, tok: bytes, label: str, principal: Any, meta: dict,
                  store: RedisSessionStore, seq: int = 0,
-                 subscriptions: Iterable[str] = ()) -> None:
+                 subscriptions: Iterable[str] = (), member: bytes = b"") -> None:
         self.id = session_id
         self.label = label
         self.principal = principal
         self.meta = meta
+        # the session as presence lists it (JSON), made where the session was created: a
+        # principal kept as JSON may have lost its publicName since
+        self.member = member or orjson.dumps(member_of(session_id, principal, meta))
         self.seq = seq  # the last seq this node knows of (Redis numbers every message)
         self.subscriptions: set[str] = set(subscriptions)
         self._tok = tok
@@ -160,7 +163,7 @@ class RedisSessionStore:
         tok = token_hash(token)
         record = RedisRecord(session_id, tok, label, principal, meta, self)
         d = self.engine.run("create", session_id, tok, label, encode_principal(principal),
-                            orjson.dumps(meta), self.engine.node)
+                            orjson.dumps(meta), self.engine.node, record.member)
 
         def made(answer: Any) -> RedisRecord:
             if int(answer) != 1:
@@ -178,12 +181,13 @@ class RedisSessionStore:
         def claimed(answer: Any) -> Claim | None:
             if answer is None:
                 return None
-            label, pr, meta, seq, topics, replay, tok = answer
+            label, pr, meta, seq, topics, replay, tok, member = answer
             record = self._records.get(session_id)
             if record is None:
                 record = RedisRecord(session_id, tok, label.decode(), decode_principal(pr),
                                      orjson.loads(meta), self,
-                                     subscriptions={t.decode() for t in topics})
+                                     subscriptions={t.decode() for t in topics},
+                                     member=member)
                 self._records[session_id] = record
             record._stop_expiry()
             record.detached = False
@@ -217,7 +221,8 @@ class RedisSessionStore:
         if self.engine.state != UP:
             self._ended.add(record.id)
             return succeed(None)
-        d = self.engine.run("end", record.id, self.engine.node, "any")
+        d = self.engine.run("end", record.id, self.engine.node, "any", self.replay_limit,
+                            self.replay_bytes)
 
         def failed(failure: Failure) -> None:
             self._ended.add(record.id)
@@ -239,14 +244,14 @@ class RedisSessionStore:
     # -- adoption and resynchronisation --------------------------------------------------------
 
     def _adopted(self, entries: list[Any]) -> None:
-        for i in range(0, len(entries), 8):
-            sid, label, pr, meta, seq, left, topics, tok = entries[i:i + 8]
+        for i in range(0, len(entries), 9):
+            sid, label, pr, meta, seq, left, topics, tok, member = entries[i:i + 9]
             session_id = sid.decode()
             if session_id in self._records:
                 continue
             record = RedisRecord(session_id, tok, label.decode(), decode_principal(pr),
                                  orjson.loads(meta), self, int(seq),
-                                 {t for t in topics.decode().split("\n") if t})
+                                 {t for t in topics.decode().split("\n") if t}, member)
             self._records[session_id] = record
             self.adopt(record, int(left) / 1000)
 
@@ -255,7 +260,8 @@ class RedisSessionStore:
         engine = self.engine
         ended, self._ended = self._ended, set()
         for session_id in ended:
-            await engine.run("end", session_id, engine.node, "any")
+            await engine.run("end", session_id, engine.node, "any", self.replay_limit,
+                             self.replay_bytes)
         records = list(self._records.values())
         for r in records:
             session = self.session_of(r.id)
@@ -269,7 +275,7 @@ class RedisSessionStore:
                 args += [r.id, r._tok, r.label, encode_principal(r.principal),
                          orjson.dumps(r.meta), r.seq, b"1" if r.diverged else b"0",
                          "\n".join(sorted(r.subscriptions)), b"1" if r.detached else b"0",
-                         ttl_ms, GRACE_MS]
+                         ttl_ms, GRACE_MS, r.member]
             answers = await engine.run("resync", engine.node, self.replay_limit,
                                        self.replay_bytes, *args)
             for record, answer in zip(chunk, answers):
@@ -357,6 +363,22 @@ class RedisBroker:
             for session in tuple(subscribers):
                 session.deliver(prefix, "message")
         return succeed(None)
+
+    def watch(self, session: IDeliverable, topic: str, on: bool) -> None:
+        """Push ``topic``'s joins and leaves to ``session`` (Redis announces them: a
+        session of another node joining is heard here too), or stop."""
+        if self._isSession(session):
+            self.engine.op(None, None, b"W", session.id,  # type: ignore[attr-defined]
+                           topic, b"1" if on else b"0")
+
+    def presence(self, topic: str) -> Deferred[list]:
+        """The members of ``topic`` on every node, from Redis."""
+        return self.engine.run("presence", topic).addCallback(
+            lambda members: [orjson.loads(m) for m in members])
+
+    def members(self) -> int:
+        """Topic memberships of this node's sessions."""
+        return sum(len(subscribers) for subscribers in self.topics.values())
 
     def send(self, session_id: str, prefix: bytes, kind: str) -> Deferred[bool]:
         """Deliver to one session wherever it is (or into its replay buffer while it is

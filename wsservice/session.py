@@ -19,10 +19,15 @@ from .log import logger
 from .logflood import LogFlood
 from .metrics import Metrics
 from .reasons import Close
+from .store import member_of
 
 
 class Link(Protocol):
-    """What a session needs of its connection: send a text message, close, abort."""
+    """What a session needs of its connection: send a text message, close, abort.
+
+    A link may also have a ``heartbeat`` attribute: the seconds its ``welcome`` announces
+    when its transport differs from the service's setting (an NDJSON stream has none: 0).
+    """
 
     def sendText(self, payload: bytes) -> None:
         """Send one text message."""
@@ -98,6 +103,11 @@ class Session:
     def attached(self) -> bool:
         """True while a connection is attached (False while resumable or once ended)."""
         return self._link is not None
+
+    @property
+    def member(self) -> dict[str, Any]:
+        """This session as presence lists it (client id, user, meta.public)."""
+        return member_of(self.id, self.principal, self.meta)
 
     @property
     def subscriptions(self) -> frozenset[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 from dataclasses import dataclass
@@ -16,6 +17,25 @@ def token_hash(token: str) -> bytes:
 def token_matches(kept: bytes, token: str) -> bool:
     """Whether ``token`` is the one ``kept`` was made from (constant time)."""
     return hmac.compare_digest(kept, token_hash(token))
+
+
+def public_id(session_id: str) -> str:
+    """A session's public client id (protocol.md §7): the same on every node, and no way
+    back to the session id (a one-way hash of it: 96 bits, URL-safe)."""
+    digest = hashlib.sha256(b"wsservice.client:" + session_id.encode("utf-8", "surrogatepass"))
+    return base64.urlsafe_b64encode(digest.digest()[:12]).decode("ascii")
+
+
+def public_name(principal: Any) -> str | None:
+    """What presence shows of a principal: its ``publicName`` when that is a string."""
+    name = getattr(principal, "publicName", None)
+    return name if isinstance(name, str) else None
+
+
+def member_of(session_id: str, principal: Any, meta: Any) -> dict[str, Any]:
+    """A session as presence lists it: public client id, user, and its meta's ``public``."""
+    public = meta.get("public") if isinstance(meta, dict) else None
+    return {"client": public_id(session_id), "user": public_name(principal), "meta": public}
 
 
 @dataclass(frozen=True)

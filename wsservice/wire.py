@@ -113,10 +113,12 @@ class Error:
 
 @dataclass(slots=True)
 class Subscribe:
-    """``subscribe``: join ``topic``; answered when ``id`` is given."""
+    """``subscribe``: join ``topic`` (``presence``: also hear who joins and leaves it);
+    answered when ``id`` is given."""
 
     topic: str
     id: CallId | None
+    presence: bool = False
 
 
 @dataclass(slots=True)
@@ -125,6 +127,14 @@ class Unsubscribe:
 
     topic: str
     id: CallId | None
+
+
+@dataclass(slots=True)
+class Presence:
+    """``presence``: who is in ``topic``; always answered."""
+
+    topic: str
+    id: CallId
 
 
 @dataclass(slots=True)
@@ -156,7 +166,8 @@ class Bye:
 
 
 Message = Union[
-    Hello, Event, Call, Cancel, Result, Error, Subscribe, Unsubscribe, Publish, Ack, Ping, Bye
+    Hello, Event, Call, Cancel, Result, Error, Subscribe, Unsubscribe, Presence, Publish, Ack, Ping,
+    Bye
 ]
 
 
@@ -252,7 +263,19 @@ def _error(obj: dict) -> Error:
 
 
 def _subscribe(obj: dict) -> Subscribe:
-    return Subscribe(_topic(obj), _optional_id(obj))
+    presence = obj.get("presence", False)
+    if type(presence) is not bool:
+        raise _bad("'presence' must be true or false", _optional_id(obj))
+    return Subscribe(_topic(obj), _optional_id(obj), presence)
+
+
+def _presence(obj: dict) -> Presence:
+    call_id = _id(obj)
+    try:
+        return Presence(_topic(obj), call_id)
+    except WireError as e:
+        e.id = call_id  # a request the client waits on: its answer names it
+        raise
 
 
 def _unsubscribe(obj: dict) -> Unsubscribe:
@@ -285,6 +308,7 @@ PARSERS: dict[str, Callable[[dict], Message]] = {
     "error": _error,
     "subscribe": _subscribe,
     "unsubscribe": _unsubscribe,
+    "presence": _presence,
     "publish": _publish,
     "ack": _ack,
     "ping": _ping,
@@ -402,6 +426,12 @@ def encode_welcome(session: str, token: str, resumed: bool, heartbeat: float, se
 def event_prefix(event: str, data: Any) -> bytes:
     """Everything of a pushed ``event`` but its seq."""
     return b'{"type":"event","event":' + _dumps(event) + b',"data":' + _dumps(data) + b',"seq":'
+
+
+def presence_prefix(event: str, topic: str, member: Any) -> bytes:
+    """Everything of a ``presence.join`` / ``presence.leave`` event but its seq."""
+    return b'{"type":"event","event":"' + event.encode("ascii") + b'","data":{"topic":' \
+        + _dumps(topic) + b',"member":' + _dumps(member) + b'},"seq":'
 
 
 def message_prefix(topic: str, data: Any) -> bytes:
