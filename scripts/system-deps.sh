@@ -12,24 +12,33 @@ set -eu
 WHAT=${1:-test}
 case "$WHAT" in
   # tests/test_cluster_script.py runs make cluster's script, HAProxy included;
-  # tests/test_browser.py runs Debian's Chromium (fonts: screenshots of failures have text)
+  # tests/test_browser.py runs Debian's Chromium (fonts: screenshots of failures have text);
+  # tests/test_metrics.py checks docs/alerts.yml with promtool, which Debian ships in its
+  # prometheus package (installed without recommends: no node exporter; nothing starts);
+  # tests/test_httpapi.py runs the README's curl lines
   test) NEEDED="systemd-analyze systemd
+curl curl
 setpriv util-linux
 redis-server redis-server
 haproxy haproxy
+promtool prometheus
 /usr/bin/chromium chromium
 /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf fonts-dejavu-core" ;;
   cluster) NEEDED="redis-server redis-server
 haproxy haproxy" ;;
   *) echo "usage: sh scripts/system-deps.sh [test|cluster]" >&2; exit 2 ;;
 esac
-missing=$(echo "$NEEDED" | while read -r cmd pkg; do
-  case "$cmd" in
-    /*) [ -e "$cmd" ] || echo "$pkg" ;;
-    # haproxy and some daemons live in /usr/sbin, which a non-root PATH may lack
-    *) command -v "$cmd" >/dev/null 2>&1 || [ -x "/usr/sbin/$cmd" ] || echo "$pkg" ;;
-  esac
-done | sort -u | tr '\n' ' ')
+# the packages of NEEDED whose command or file is missing, on one line
+missing_packages() {
+  echo "$NEEDED" | while read -r cmd pkg; do
+    case "$cmd" in
+      /*) [ -e "$cmd" ] || echo "$pkg" ;;
+      # haproxy and some daemons live in /usr/sbin, which a non-root PATH may lack
+      *) command -v "$cmd" >/dev/null 2>&1 || [ -x "/usr/sbin/$cmd" ] || echo "$pkg" ;;
+    esac
+  done | sort -u | tr '\n' ' '
+}
+missing=$(missing_packages)
 missing=${missing% }
 if [ -z "$missing" ]; then
   echo "==> system packages ($WHAT): all present"
@@ -37,6 +46,13 @@ elif [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   echo "==> installing system packages ($WHAT): $missing"
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing
+  # a package that installed without the command it was for (renamed, split) fails here,
+  # not later in a test
+  still=$(missing_packages)
+  if [ -n "$still" ]; then
+    echo "==> installed, yet their programs are still missing ($WHAT): $still" >&2
+    exit 1
+  fi
 else
   echo "==> missing system packages ($WHAT): $missing: install them (e.g. sudo apt-get install $missing) and run make again" >&2
   exit 1

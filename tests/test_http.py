@@ -440,6 +440,35 @@ class ChannelUnitTests(SynchronousTestCase):
             clock.advance(0.05)
         self.assertTrue(transport.disconnecting)
 
+    def test_a_body_is_kept_only_up_to_max_body(self) -> None:
+        """twisted.web would buffer any body; the channel keeps max_body bytes of it, for a
+        Content-Length body and a chunked one alike."""
+        from twisted.web.resource import Resource
+
+        seen: list[bytes] = []
+
+        class Sink(Resource):
+            isLeaf = True
+
+            def render_POST(self, request: Any) -> bytes:
+                request.content.seek(0)
+                seen.append(request.content.read())
+                return b"ok"
+
+        for body, framing in (
+                (b"x" * 50_000, b"Content-Length: 50000\r\n\r\n" + b"x" * 50_000),
+                (b"y" * 30_000, b"Transfer-Encoding: chunked\r\n\r\n"
+                 + b"".join(b"%x\r\n%s\r\n" % (1000, b"y" * 1000) for _ in range(30))
+                 + b"0\r\n\r\n")):
+            channel, transport, _ = self.channel()
+            channel.site.resource = Sink()
+            channel.site.max_body = 1001
+            request = b"POST /sink HTTP/1.1\r\nHost: localhost\r\n" + framing
+            for start in range(0, len(request), 4096):
+                channel.dataReceived(request[start:start + 4096])
+            self.assertEqual(seen.pop(), body[:1001])
+            self.assertIn(b"200 OK", transport.value())
+
     def test_upgrade_to_nothing_known_releases_at_once(self) -> None:
         peers = FakePeers(limit=1)
         channel, transport, _ = self.channel(peers)

@@ -23,7 +23,31 @@ from zope.interface import implementer
 TIMEOUT = 10
 
 
-class Client(WebSocketClientProtocol):
+class Conversation:
+    """What a test client of any transport offers: the next message, hello, call. A client
+    has ``queue`` (a DeferredQueue of decoded messages) and ``send(message)``."""
+
+    queue: DeferredQueue
+
+    def send(self, message: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def next(self, timeout: float = TIMEOUT) -> Deferred:
+        """The next message, or a TimeoutError after ``timeout`` seconds."""
+        return self.queue.get().addTimeout(timeout, reactor)
+
+    async def hello(self, **members: Any) -> dict[str, Any]:
+        self.send({"type": "hello", **members})
+        welcome = await self.next()
+        assert welcome["type"] == "welcome", welcome
+        return welcome
+
+    async def call(self, method: str, params: Any = None, id: Any = 1) -> dict[str, Any]:
+        self.send({"type": "call", "id": id, "method": method, "params": params})
+        return await self.next()
+
+
+class Client(Conversation, WebSocketClientProtocol):
     """Collects every message (decoded) in a queue; ``closed`` fires with (code, reason)."""
 
     def __init__(self) -> None:
@@ -56,20 +80,6 @@ class Client(WebSocketClientProtocol):
 
     def sendRaw(self, payload: bytes, binary: bool = False) -> None:
         self.sendMessage(payload, binary)
-
-    def next(self, timeout: float = TIMEOUT) -> Deferred:
-        """The next message, or a TimeoutError after ``timeout`` seconds."""
-        return self.queue.get().addTimeout(timeout, reactor)
-
-    async def hello(self, **members: Any) -> dict[str, Any]:
-        self.send({"type": "hello", **members})
-        welcome = await self.next()
-        assert welcome["type"] == "welcome", welcome
-        return welcome
-
-    async def call(self, method: str, params: Any = None, id: Any = 1) -> dict[str, Any]:
-        self.send({"type": "call", "id": id, "method": method, "params": params})
-        return await self.next()
 
     def waitClosed(self, timeout: float = TIMEOUT) -> Deferred:
         return self.closed.addTimeout(timeout, reactor)

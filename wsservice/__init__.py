@@ -1,6 +1,7 @@
 """wsservice: real-time JSON messaging over WebSocket, as a Twisted service."""
 
 from ._version import __version__
+from .apikeys import APIKeys
 from .app import WSService, makeService
 from .auth import ANONYMOUS, AnonymousAuthenticator, AuthRequest
 from .config import Settings
@@ -15,6 +16,7 @@ from .errors import (
 )
 from .handler import Handler, call, event
 from .hmactokens import HMACAuthenticator
+from .jwtauth import JWTAuthenticator, JWTPrincipal
 from .interfaces import (
     IAuthenticator,
     IAuthRequest,
@@ -29,9 +31,11 @@ from .interfaces import (
     ISessionStore,
     ITopicAuthorizer,
 )
+from .jsonlog import JSONLogObserver
 from .listener import ListenerService
 from .memorybroker import MemoryBroker
 from .memorystore import MemoryRecord, MemorySessionStore
+from .ndjson import NDJSONFactory, NDJSONListener
 from .reasons import Close
 from .redisstore import RedisBroker, RedisRecord, RedisSessionStore
 from .service import SessionService
@@ -42,12 +46,13 @@ from .store import Claim
 
 __all__ = [
     "__version__",
-    "ANONYMOUS", "AnonymousAuthenticator", "ApplicationError", "AuthRequest", "Claim", "Close",
+    "ANONYMOUS", "APIKeys", "AnonymousAuthenticator", "ApplicationError", "AuthRequest", "Claim", "Close",
     "ClusterSession", "RedisBroker", "RedisRecord", "RedisSessionStore", "cluster_seams",
     "ConfigurationError", "Forbidden", "HMACAuthenticator", "Handler", "IAuthRequest",
+    "JSONLogObserver", "JWTAuthenticator", "JWTPrincipal",
     "IAuthenticator", "IBroker", "ICallHandler", "IDeliverable", "IEventHandler",
     "IResourceProvider", "ISession", "ISessionObserver", "ISessionRecord", "ISessionStore",
     "ITopicAuthorizer", "InvalidParams", "ListenerService", "MemoryBroker", "MemoryRecord",
-    "MemorySessionStore", "RemoteError", "Session", "SessionClosed", "SessionService",
+    "MemorySessionStore", "NDJSONFactory", "NDJSONListener", "RemoteError", "Session", "SessionClosed", "SessionService",
     "Settings", "Unauthorized", "WSService", "call", "event", "makeService",
 ]

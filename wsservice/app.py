@@ -8,6 +8,8 @@ from twisted.application.service import IService, MultiService, Service
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
 
+from . import ndjson, summary
+from .apikeys import APIKeys
 from .config import Settings
 from .listener import ListenerService
 from .log import logger
@@ -28,13 +30,25 @@ class WSService(MultiService):
 
     _log = logger()
 
-    def __init__(self, sessions: SessionService, reactor: IReactorTime | None = None) -> None:
+    def __init__(self, sessions: SessionService, reactor: IReactorTime | None = None,
+                 api_keys: APIKeys | None = None) -> None:
         super().__init__()
-        check_resources(sessions.registry.resources, sessions.settings.path)
+        check_resources(sessions.registry.resources, sessions.settings.path,
+                        api=api_keys is not None)
         self.sessions = sessions
+        # with keys, every listener also serves the HTTP API at /api (protocol.md §9)
+        self.api_keys = api_keys
         self.listeners: list[ListenerService] = []
+        # (name, object) of each handler, for the start-up summary; empty: it lists what
+        # the sessions' registry serves, without names (makeService fills it)
+        self.handlers: list[tuple[str, Any]] = []
         self._reactor = reactor
         sessions.setServiceParent(self)
+
+    def startService(self) -> None:
+        """Start every child; once every listener listens, log the start-up summary."""
+        super().startService()
+        summary.announce(self)
 
     def stopService(self) -> Deferred:
         """Drain the sessions, then stop the listeners, then every other child."""
@@ -58,13 +72,21 @@ class WSService(MultiService):
 
     def listen(self, description: str) -> ListenerService:
         """Add a listener on a Twisted server endpoint string (tcp:, unix:, ssl:, systemd:)."""
-        sessions, reactor = self.sessions, self._reactor
+        sessions, reactor, api_keys = self.sessions, self._reactor, self.api_keys
 
         def site() -> Any:
-            return makeSite(sessions, description, listener.secure, reactor)
+            return makeSite(sessions, description, listener.secure, reactor, api_keys)
 
         listener = ListenerService(description, site, reactor, sessions.settings.path,
                                    serves_page(sessions.registry.resources))
+        listener.setServiceParent(self)
+        self.listeners.append(listener)
+        return listener
+
+    def listenNDJSON(self, description: str) -> ListenerService:
+        """Add a listener serving the protocol as newline-delimited JSON (protocol.md
+        section 8: no WebSocket, no HTTP) on a server endpoint string."""
+        listener = ndjson.listener(self.sessions, description, self._reactor)
         listener.setServiceParent(self)
         self.listeners.append(listener)
         return listener
@@ -87,14 +109,23 @@ def sessionService(handlers: Iterable[Any] | Registry = (), settings: Settings |
 def makeService(handlers: Iterable[Any] | Registry = (), listen: Iterable[str] = (DEFAULT_LISTEN,),
                 settings: Settings | None = None, authenticator: Any = None,
                 reactor: IReactorTime | None = None, redis: str | None = None,
-                node_id: str | None = None) -> WSService:
-    """Build the service: handlers (objects, or a Registry) served on every ``listen`` string;
-    with ``redis`` (a URL) a node of the cluster on that Redis."""
+                node_id: str | None = None, listen_ndjson: Iterable[str] = (),
+                api_keys: APIKeys | None = None) -> WSService:
+    """Build the service: handlers (objects, or a Registry) served on every ``listen`` string
+    (and as NDJSON on every ``listen_ndjson`` one); with ``redis`` (a URL) a node of the
+    cluster on that Redis; with ``api_keys`` (e.g. ``APIKeys.fromFile(path)``) every
+    ``listen`` listener also serves the HTTP API at /api."""
+    if not isinstance(handlers, Registry):
+        handlers = list(handlers)  # read twice: by the registry, and named in the summary
     sessions, engine = sessionService(handlers, settings, authenticator, reactor, redis,
                                       node_id)
-    service = WSService(sessions, reactor)
+    service = WSService(sessions, reactor, api_keys)
+    if not isinstance(handlers, Registry):
+        service.handlers = [(summary.handlerName(h), h) for h in handlers]
     if engine is not None:
         engine.setServiceParent(service)
     for description in listen:
         service.listen(description)
+    for description in listen_ndjson:
+        service.listenNDJSON(description)
     return service

@@ -148,10 +148,25 @@ class HTTPChannel(http.HTTPChannel):
 
 
 class Request(server.Request):
-    """twisted.web's Request, refusing a Host the Site does not answer to, and naming the
-    service, not twisted.web's version, in its Server header."""
+    """twisted.web's Request, refusing a Host the Site does not answer to, naming the
+    service, not twisted.web's version, in its Server header, and keeping at most the
+    Site's ``max_body`` bytes of a body."""
 
     channel: HTTPChannel
+    _kept = 0
+
+    def handleContentChunk(self, data: bytes) -> None:
+        """Keep the body up to ``max_body`` bytes and drop the rest unread: twisted.web
+        would buffer any size a client sends. A resource that takes bodies sees one
+        longer than it allows (it is cut at ``max_body``, one byte past the limit) and
+        refuses it."""
+        room = self.channel.site.max_body - self._kept
+        if room <= 0:
+            return
+        if len(data) > room:
+            data = data[:room]
+        self._kept += len(data)
+        super().handleContentChunk(data)
 
     def process(self) -> None:
         """Refuse with 403 a Host this listener does not serve; else twisted.web's process."""
@@ -189,6 +204,9 @@ class Site(server.Site):
     peers: Peers | None = None
     logs: LogFlood | None = None
     client_log: Logger | None = None
+    # bytes of a request body kept (Request.handleContentChunk); makeSite sets one past
+    # max_message_size, so the HTTP API can tell a body over that limit
+    max_body = 1024 * 1024 + 1
 
     def __init__(self, resource: IResource, hosts: HostPolicy, server_name: str,
                  deadline: float, reactor: IReactorTime | None = None,

@@ -28,6 +28,33 @@ from .interfaces import IAuthenticator, IAuthRequest
 MIN_SECRET_BYTES = 32
 MAX_TOKEN_LENGTH = 4096
 
+_secret_log = logger("wsservice.hmactokens")
+
+
+def read_secret_file(path: str, what: str, make: str, private: bool = True) -> bytes:
+    """The bytes of a file holding secrets (``what``, e.g. 'the API key file'), for start-up.
+
+    ConfigurationError, one line naming the file and what to do, when it cannot be read
+    (``make`` says how to make one) or when group or others have any access to it; with
+    ``private=False`` that last is only warned about (kept for --auth hmac:, which always
+    accepted such a file).
+    """
+    try:
+        with open(path, "rb") as f:
+            # the mode of the file read, not of whatever the path names a moment later
+            mode = os.fstat(f.fileno()).st_mode
+            data = f.read()
+    except OSError as e:
+        raise ConfigurationError(f"cannot read {what} {path}: {e.strerror}; {make}") from e
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        if private:
+            raise ConfigurationError(
+                f"{what} {path} is open to group or others (mode {stat.S_IMODE(mode):04o}); "
+                f"run 'chmod 600 {path}' so that only the service's user can read it")
+        _secret_log.warn("{what} {path} is readable by others; chmod 600 it",
+                         what=what, path=path)
+    return data
+
 
 def _b64encode(raw: bytes) -> str:
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
@@ -52,18 +79,11 @@ class HMACAuthenticator:
     @classmethod
     def fromFile(cls, path: str) -> HMACAuthenticator:
         """Read the secret from a file (surrounding whitespace ignored)."""
-        try:
-            with open(path, "rb") as f:
-                secret = f.read().strip()
-            mode = os.stat(path).st_mode
-        except OSError as e:
-            raise ConfigurationError(
-                f"cannot read the HMAC secret file {path}: {e.strerror}; make one with "
-                f"'head -c 32 /dev/urandom | base64 > {path}; chmod 600 {path}'") from e
-        if mode & (stat.S_IRWXG | stat.S_IRWXO):
-            cls._log.warn("HMAC secret file {path} is readable by others; chmod 600 it",
-                          path=path)
-        return cls(secret)
+        secret = read_secret_file(
+            path, "the HMAC secret file",
+            f"make one with 'head -c 32 /dev/urandom | base64 > {path}; chmod 600 {path}'",
+            private=False)
+        return cls(secret.strip())
 
     def _sign(self, body: str) -> str:
         return _b64encode(hmac.new(self._secret, body.encode("ascii"), hashlib.sha256).digest())

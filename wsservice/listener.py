@@ -31,14 +31,18 @@ def describe(port: IListeningPort, path: str, secure: bool, page: bool = False) 
     name = getattr(host, "name", host)
     if isinstance(name, bytes):
         name = name.decode("utf-8", "replace")
+    # the socket's path, then the WebSocket's: the form Node's ws client takes
     page_note = " (page at / on the same socket)" if page else ""
-    return f"{scheme} over unix socket {name}, path {path}{page_note}"
+    return f"{scheme}+unix:{name}:{path}{page_note}"
 
 
 class ListenerService(Service):
     """Listens on one Twisted endpoint string while running; stops listening on stop."""
 
     _log = logger()
+    # what the start-up summary calls what it serves, beside "listening": "" for the
+    # WebSocket protocol and HTTP (its line reads "listening on DESCRIPTION: URL")
+    kind = ""
 
     def __init__(self, description: str, factory: Factory | Callable[[], Factory],
                  reactor: IReactorTime | None = None, path: str = "/ws",
@@ -57,6 +61,9 @@ class ListenerService(Service):
         self.whenListening: Deferred[IListeningPort] = Deferred()
         self._listening: Deferred | None = None
         self.factory: Factory | None = None  # the one listening, once built
+        # where it listens, once it does (where()): the start-up summary (summary.py) logs
+        # it, the one place that says where the service listens
+        self.url: str | None = None
 
     def privilegedStartService(self) -> None:
         """Listen before privileges are shed, so low ports work; a bind error stops start-up."""
@@ -90,10 +97,14 @@ class ListenerService(Service):
         listening = getattr(self.factory, "listening", None)
         if callable(listening):
             listening(port.getHost())
-        self._log.info("listening on {description}: {url}", description=self.description,
-                       url=describe(port, self._path, self.secure, self._page))
+        self.url = self.where(port)
         self.whenListening.callback(port)
         return port
+
+    def where(self, port: IListeningPort) -> str:
+        """Where ``port`` listens, as the start-up summary shows it: a URL (a subclass
+        serving another framing says its own)."""
+        return describe(port, self._path, self.secure, self._page)
 
     def abandon(self) -> None:
         """Stop listening at once, without the reactor (start-up failed and the process

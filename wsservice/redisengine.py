@@ -17,6 +17,7 @@ from twisted.internet.task import LoopingCall
 from twisted.python.failure import Failure
 
 from .log import logger
+from .metrics import REDIS_BUCKETS, ClusterStats, Histogram
 from .redislua import SCRIPTS, Script
 from .redisurl import RedisAddress, node_name
 
@@ -122,6 +123,9 @@ class RedisEngine(Service):
         self.batches = 0  # batches sent since start (for metrics and tests)
         self.outages = 0
         self.adoptions = 0  # sessions adopted from dead nodes
+        # every script's round trip, and the scripts that failed by cause (for /metrics)
+        self.round_trips = Histogram(REDIS_BUCKETS)
+        self.errors: dict[str, int] = {"connection": 0, "timeout": 0, "reply": 0}
 
     # -- connections ----------------------------------------------------------------------------
 
@@ -161,9 +165,11 @@ class RedisEngine(Service):
             except Exception:
                 pass
 
-    def stats(self) -> tuple[int, int, int, int]:
-        """(in step with Redis: 1/0, batches sent, outages, sessions adopted) for /metrics."""
-        return int(self.state == UP), self.batches, self.outages, self.adoptions
+    def stats(self) -> ClusterStats:
+        """In step with Redis (1/0), batches sent, outages, sessions adopted, round trips
+        and failed scripts, for /metrics."""
+        return ClusterStats(int(self.state == UP), self.batches, self.outages, self.adoptions,
+                            self.round_trips, self.errors)
 
     def whenUp(self) -> Deferred:
         """A Deferred firing once the node is connected and in step with Redis."""
@@ -298,10 +304,13 @@ class RedisEngine(Service):
         return result
 
     def _eval(self, command: Any, script: Script, argv: tuple) -> Deferred:
+        sent = self.reactor.seconds()
         try:
             d = command.execute_command("EVALSHA", script.sha, 0, *argv)
         except Exception as e:
+            self.errors["connection"] += 1
             return fail(RedisUnavailable(str(e)))
+        d.addBoth(self._roundTrip, sent)
 
         def noscript(failure: Failure) -> Any:
             if failure.check(txredisapi.ResponseError) and \
@@ -312,6 +321,20 @@ class RedisEngine(Service):
                 raise RedisUnavailable(failure.getErrorMessage())
             return failure
         return d.addErrback(noscript)
+
+    def _roundTrip(self, result: Any, sent: float) -> Any:
+        """Time a script's answer (an error reply is an answer too); count its failure."""
+        if isinstance(result, Failure):
+            if result.check(txredisapi.ResponseError) and \
+                    str(result.value).startswith("NOSCRIPT"):
+                return result  # not a failure: _eval sends the whole script
+            cause = ("timeout" if result.check(txredisapi.TimeoutError) else
+                     "connection" if result.check(txredisapi.ConnectionError) else "reply")
+            self.errors[cause] += 1
+            if cause != "reply":
+                return result  # no answer came: nothing to time
+        self.round_trips.observe(self.reactor.seconds() - sent)
+        return result
 
     # -- the batch of a reactor turn ---------------------------------------------------------------
 
@@ -420,8 +443,8 @@ class RedisEngine(Service):
             if left < 0:
                 return  # it is alive after all
             entries = answer[1:]
-            total += len(entries) // 8
-            self.adoptions += len(entries) // 8
+            total += len(entries) // 9
+            self.adoptions += len(entries) // 9
             if entries:
                 self.adopted(entries)
             if left == 0:

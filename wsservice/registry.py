@@ -82,12 +82,17 @@ def load(spec: str) -> Any:
     return handler
 
 
-def load_authenticator(spec: str) -> Any:
-    """Load an IAuthenticator: ``hmac:SECRET_FILE`` (the built-in signed tokens) or
+def load_authenticator(spec: str, audience: str | None = None, issuer: str | None = None,
+                       leeway: float = 30.0) -> Any:
+    """Load an IAuthenticator: ``hmac:SECRET_FILE`` (the built-in signed tokens),
+    ``jwt:KEYFILE`` (JWTs; ``audience``, ``issuer`` and ``leeway`` apply to it alone) or
     ``package.module:attribute``; verify it."""
     if spec.startswith("hmac:"):
         from .hmactokens import HMACAuthenticator
         return HMACAuthenticator.fromFile(spec[len("hmac:"):])
+    if spec.startswith("jwt:"):
+        from .jwtauth import JWTAuthenticator
+        return JWTAuthenticator.fromFile(spec[len("jwt:"):], audience, issuer, leeway)
     obj = _instantiate(resolve(spec), spec, (IAuthenticator,))
     verify(obj, (IAuthenticator,), spec)
     return obj

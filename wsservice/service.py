@@ -36,6 +36,7 @@ from .reasons import Close
 from .registry import Registry, verify
 from .session import Link, Session
 from .store import Claim
+from .summary import Drain
 
 _TOKEN_BYTES = 18  # 144 random bits each for session ids and tokens
 # what a handler returns when it answers at once (anything else may be a Deferred/coroutine)
@@ -98,6 +99,9 @@ class SessionService(Service):
         self.metrics = Metrics(lambda: len(self.sessions))
         self.metrics.refused = self.peers.refused
         self.metrics.connections = lambda: max(self.peers.total, len(self.connections))
+        self.metrics.send_queue = lambda: sum(c.link.queued() for c in self.connections
+                                              if hasattr(c.link, "queued"))
+        self.metrics.presence = self.broker.members
         self._after_kept: Callable[[Callable[[], Any]], None] | None = getattr(
             self.store, "afterKept", None)
         engine = getattr(self.store, "engine", None)
@@ -131,6 +135,7 @@ class SessionService(Service):
             wire.Hello: self._secondHello,
             wire.Subscribe: self._subscribe,
             wire.Unsubscribe: self._unsubscribe,
+            wire.Presence: self._presence,
             wire.Publish: self._publish,
         }
         self._in = self.metrics.messages_in
@@ -150,10 +155,10 @@ class SessionService(Service):
         super().stopService()
         # what was held back is written now, and no timer outlives the service
         self.logs.close()
+        self._drain = drain = Drain(self)  # logs the start of the drain and its summary
         if not self.connections:
+            drain.done()
             return succeed(None)
-        self._log.info("draining {count} connections (at most {timeout:g} s)",
-                       count=len(self.connections), timeout=self.settings.drain_timeout)
         self._drained = drained = Deferred[None]()
         timer = self.clock.callLater(self.settings.drain_timeout, self._drainTimedOut)
         for connection in list(self.connections):
@@ -162,21 +167,12 @@ class SessionService(Service):
         def done(result: Any) -> Any:
             if timer.active():
                 timer.cancel()
-            if self.unavailable() is None and hasattr(self.store, "engine"):
-                self._log.info("drained; {count} sessions stay resumable on the other nodes "
-                               "(kept in Redis)", count=len(self.sessions))
-            else:
-                # Truthful for one process: its sessions live in its memory only, so they
-                # end with it (a shared store is what lets another process resume them).
-                self._log.info("drained; {count} sessions end with this process (they are "
-                               "kept in its memory only: a restarted server cannot resume "
-                               "them)", count=len(self.sessions))
+            drain.done()
             return result
         return drained.addBoth(done)
 
     def _drainTimedOut(self) -> None:
-        self._log.warn("drain timeout: dropping {count} connections",
-                       count=len(self.connections))
+        self._drain.timedOut(len(self.connections))
         connections = list(self.connections)
         self.connections.clear()  # their lost() follows, after the drain is over
         for connection in connections:
@@ -298,7 +294,7 @@ class SessionService(Service):
                         count=len(self.sessions))
         # welcome first: an observer may push or call at once, and the client must see
         # its welcome before anything else
-        self.welcome(session, token)
+        self.welcome(session, token, heartbeat=getattr(link, "heartbeat", None))
         for observer in self.registry.observers:
             try:
                 observer.sessionOpened(session)
@@ -310,7 +306,13 @@ class SessionService(Service):
 
     def claim(self, request: wire.Resume) -> Deferred[Claim | None]:
         """Ask the store for the session a resuming hello names (see ISessionStore.claim)."""
-        return self.store.claim(request.session, request.token, request.last_seq)
+        d = self.store.claim(request.session, request.token, request.last_seq)
+        return d.addCallback(self._refusedIfNone)
+
+    def _refusedIfNone(self, claim: Claim | None) -> Claim | None:
+        if claim is None:  # gone, or the wrong token: the hello gets a new session
+            self.metrics.resumes_refused += 1
+        return claim
 
     def release(self, claim: Claim) -> None:
         """A claim whose connection went away before it was used: the session, if detached,
@@ -344,20 +346,26 @@ class SessionService(Service):
                                last=request.last_seq, seq=session.seq)
             self.end(session, "expired", Close.TAKEN_OVER,
                      "session taken over and could not be resumed")
+            self.metrics.resumes_refused += 1
             return None
         old = session.attach(link)
         if old is not None:
             old.close(Close.TAKEN_OVER, "session resumed on another connection")
         self.metrics.sessions_resumed += 1
+        self.metrics.replayed += len(claim.replay)
         self._log.debug("session {session} resumed after seq {last} ({n} to replay)",
                         session=session.label, last=request.last_seq, n=len(claim.replay))
-        self.welcome(session, request.token, resumed=True)
+        self.welcome(session, request.token, resumed=True,
+                     heartbeat=getattr(link, "heartbeat", None))
         session.resend(claim.replay)
         return session
 
-    def welcome(self, session: Session, token: str, resumed: bool = False) -> None:
-        """Send ``welcome`` to a session's link."""
-        session.send(wire.encode_welcome(session.id, token, resumed, self._heartbeat,
+    def welcome(self, session: Session, token: str, resumed: bool = False,
+                heartbeat: float | None = None) -> None:
+        """Send ``welcome`` to a session's link; ``heartbeat``: the link's own, when it has
+        one (an NDJSON stream is never pinged: 0), else the configured one."""
+        session.send(wire.encode_welcome(session.id, token, resumed,
+                                         self._heartbeat if heartbeat is None else heartbeat,
                                          SERVER_NAME), "welcome")
 
     def end(self, session: Session, reason: str, close: Close | int | None = None,
@@ -495,6 +503,7 @@ class SessionService(Service):
                    call_id: wire.CallId | None = None) -> None:
         """Answer bad input; past ``max_bad_messages`` also close the connection (rate
         limited, or protocol violation). The session stays resumable."""
+        self.metrics.bad_messages[code] += 1
         session.error(code, message, None, call_id)
         if session.misbehaved() > self.settings.max_bad_messages:
             close = (Close.RATE_LIMITED if code == errors.RATE_LIMITED
@@ -631,8 +640,28 @@ class SessionService(Service):
             if not self._guard(session, topic, False, msg.id):
                 return
             session.subscribe(topic)
+        # the latest subscribe decides whether this subscriber hears joins and leaves
+        self.broker.watch(session, topic, msg.presence)
         if msg.id is not None:
             self._answerKept(session, msg.id)
+
+    def _presence(self, session: Session, msg: wire.Presence) -> None:
+        if not self._guard(session, msg.topic, False, msg.id):
+            return
+        call_id = msg.id
+
+        def failed(failure: Failure) -> None:
+            if self.logs.admit(logflood.HANDLER_FAILURE):
+                self._log.failure("presence of a topic failed", failure)
+            session.error(errors.INTERNAL, "presence is not available now; try again", None,
+                          call_id)
+        self.presence(msg.topic).addCallbacks(
+            lambda members: session.reply(call_id, {"members": members}), failed)
+
+    def presence(self, topic: str) -> Deferred[list]:
+        """Who is in ``topic``, on every node: a Deferred of member dicts (``client``,
+        ``user``, ``meta``; see ISession.member)."""
+        return self.broker.presence(topic)
 
     def _unsubscribe(self, session: Session, msg: wire.Unsubscribe) -> None:
         session.unsubscribe(msg.topic)

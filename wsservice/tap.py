@@ -8,20 +8,24 @@ their help come from the ``Settings`` fields (``config.py``), the one table of s
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import sys
 from typing import Any, NoReturn
 
 from twisted.application.service import IService
+from twisted.logger import ILogObserver
 from twisted.python import usage
 
-from . import registry
+from . import configfile, registry
+from .apikeys import APIKeys
 from .app import DEFAULT_LISTEN, WSService, sessionService
 from .config import FLAG_FIELDS, OPTION_FIELDS, SettingError, Settings, bounds, check, kind
 from .endpoints import ListenError, parse
 from .errors import ConfigurationError
 from .hosts import HostPolicy
+from .jsonlog import JSONLogObserver, twistdLogFile
 from .log import logger
 from .peers import parse_networks
 from .redisurl import node_name, parse_redis_url
@@ -52,6 +56,9 @@ def _help(spec: Any) -> str:
 
 
 _SETTING_OPTIONS = {_flag(spec)[2:]: spec for spec in OPTION_FIELDS.values()}
+# the options a config file gives as TOML numbers
+_NUMBERS = frozenset({name for name, spec in _SETTING_OPTIONS.items() if kind(spec) is not str}
+                     | {"jwt-leeway"})
 
 
 def _coerce(spec: Any, text: str) -> Any:
@@ -110,7 +117,8 @@ class Options(usage.Options):
          "(like uvicorn's --app-dir)."],
         ["auth", None, None,
          "Authenticator: hmac:SECRET_FILE (HMAC-signed tokens with expiry, see "
-         "python -m wsservice.tokens) or package.module:attribute providing "
+         "python -m wsservice.tokens), jwt:KEYFILE (JWTs: an HS256 secret or an RS256/ES256 "
+         "PEM public key; see --jwt-*) or package.module:attribute providing "
          "IAuthenticator (default: everyone is anonymous)."],
         ["redis", None, None,
          "Make this process a node of a cluster: the Redis all nodes share, as "
@@ -119,6 +127,21 @@ class Options(usage.Options):
         ["node-id", None, None,
          "This node's name in the cluster (letters, digits, '-', '_'; default: random, "
          "printed at start). Only with --redis."],
+        ["config", None, None,
+         "Read options from this TOML file (keys are these options' names); options on the "
+         "command line override it."],
+        ["api-key-file", None, None,
+         "Serve the HTTP API (/api/publish, /api/push, /api/presence) to holders of a "
+         "bearer key listed in this file, one key a line (mode 0600; default: no HTTP API)."],
+        ["jwt-audience", None, None,
+         "With --auth jwt:KEYFILE: the 'aud' a token must name (default: not checked)."],
+        ["jwt-issuer", None, None,
+         "With --auth jwt:KEYFILE: the 'iss' a token must name (default: not checked)."],
+        ["jwt-leeway", None, "30",
+         "With --auth jwt:KEYFILE: seconds of clock skew allowed on exp, nbf and iat."],
+        ["log-format", None, "text",
+         "text (twistd's log lines) or json (one JSON object a line: time, level, "
+         "namespace, message, fields)."],
     ] + [[_flag(spec)[2:], None, None, _help(spec)] for spec in OPTION_FIELDS.values()]
 
     optFlags = [[spec.metadata["flag"], None, spec.metadata["help"]]
@@ -131,11 +154,17 @@ class Options(usage.Options):
         self["allowed-origin"] = []
         self["trusted-proxy"] = []
         self["allowed-host"] = []
+        self["listen-ndjson"] = []
 
     def opt_listen(self, description: str) -> None:
         """Listen on a Twisted server endpoint string (repeatable; default """ \
             """tcp:8080:interface=127.0.0.1). unix: sockets get mode 0600 unless mode= is given."""
         self["listen"].append(description)
+
+    def opt_listen_ndjson(self, description: str) -> None:
+        """Also serve the protocol as newline-delimited JSON (no WebSocket, no HTTP) on """ \
+            """this endpoint string, for local tools: socat - UNIX-CONNECT:PATH (repeatable)."""
+        self["listen-ndjson"].append(description)
 
     def opt_handler(self, name: str) -> None:
         """Load handlers from package.module:attribute, an object or a zero-argument """ \
@@ -166,24 +195,77 @@ class Options(usage.Options):
 
     def parseOptions(self, options: list[str] | None = None) -> None:
         """Parse; under twistd, a mistake ends the process with one line, not the help."""
+        # what the command line gives, so that --config's file fills in only the rest
+        self._given = configfile.given(self, sys.argv[1:] if options is None else options)
         try:
             super().parseOptions(options)
         except usage.UsageError as e:
+            # a mistake in a value the file gave names the key and the file
+            line = configfile.blame(one_line(e), self["config"] or "", self._from_file,
+                                    _NUMBERS)
             if self.parent is not None:  # run by twistd, whose report is the whole help
-                _exit(one_line(e), EXIT_USAGE)
-            raise OptionError(one_line(e)) from e
+                _exit(line, EXIT_USAGE)
+            raise OptionError(line) from e
+
+    _given: set[str] = set()
+    _from_file: frozenset[str] = frozenset()
+
+    def _read_config(self) -> None:
+        """Give the options the command line does not give the values of --config's file
+        (a repeatable option given on the command line replaces the file's list)."""
+        if self["config"] is None:
+            return
+        try:
+            values = configfile.load(self["config"], configfile.schema(self, _NUMBERS))
+        except configfile.ConfigFileError as e:
+            raise OptionError(str(e)) from e
+        for name, value in values.items():
+            if name not in self._given:
+                self[name] = int(value) if isinstance(value, bool) else value  # flags: 0/1
+        self._from_file = frozenset(values) - self._given
+
+    def _jwt_options(self) -> dict[str, Any]:
+        """--jwt-audience, --jwt-issuer and --jwt-leeway, checked: for --auth jwt: only."""
+        text = self["jwt-leeway"]
+        example = "e.g. --jwt-leeway 30 (the default)"
+        try:
+            leeway = float(text)
+        except ValueError:
+            raise OptionError(f"--jwt-leeway {text}: not a number; {example}") from None
+        if not math.isfinite(leeway) or leeway < 0:
+            raise OptionError(f"--jwt-leeway {text}: must be a finite number >= 0; {example}")
+        self["jwt-leeway"] = leeway
+        for name in ("jwt-audience", "jwt-issuer"):
+            if self[name] == "":
+                raise OptionError(f"--{name}: must not be empty; give the value your tokens "
+                                  "name, or leave the option out")
+        if not (self["auth"] or "").startswith("jwt:"):
+            # a check one asked for must not silently not happen (the leeway only relaxes)
+            for name in ("jwt-audience", "jwt-issuer"):
+                if self[name] is not None:
+                    raise OptionError(f"--{name} {self[name]}: only JWTs are checked for it; "
+                                      "give --auth jwt:KEYFILE too, or leave it out")
+        return {"audience": self["jwt-audience"], "issuer": self["jwt-issuer"],
+                "leeway": leeway}
 
     def postOptions(self) -> None:
         """Fill defaults, check endpoint strings and every value, load the handlers."""
         from twisted.internet import reactor
 
+        self._read_config()
         self["listen"] = self["listen"] or [DEFAULT_LISTEN]
         self["handler"] = self["handler"] or [DEFAULT_HANDLER]
+        self._check_log_format()
         for description in self["listen"]:
             try:
                 parse(reactor, description)
             except ListenError as e:
                 raise OptionError(f"--listen {e}") from e
+        for description in self["listen-ndjson"]:
+            try:
+                parse(reactor, description)
+            except ListenError as e:
+                raise OptionError(f"--listen-ndjson {e}") from e
         values = {}
         for name, spec in _SETTING_OPTIONS.items():
             text = self[name]
@@ -226,23 +308,57 @@ class Options(usage.Options):
         # Load handlers here, not in makeService: an error while parsing is reported as one
         # line, one from makeService as a traceback.
         handlers = registry.Registry()
+        self["loaded"] = []  # (spec, handler): the start-up summary names them
         for name in self["handler"]:
             try:
-                handlers.add(registry.load(name), name)
+                handler = registry.load(name)
+                handlers.add(handler, name)
             except ConfigurationError as e:
                 raise OptionError(f"--handler {self._explain(e)}") from e
+            self["loaded"].append((name, handler))
+        self["api-keys"] = self._api_keys()
         try:
-            check_resources(handlers.resources, self["settings"].path)
+            check_resources(handlers.resources, self["settings"].path,
+                            api=self["api-keys"] is not None)
         except ConfigurationError as e:
             raise OptionError(f"--handler {e}; choose another resource path") from e
         self["handlers"] = handlers
+        jwt = self._jwt_options()
         try:
-            self["authenticator"] = (registry.load_authenticator(self["auth"])
+            self["authenticator"] = (registry.load_authenticator(self["auth"], **jwt)
                                      if self["auth"] else None)
         except ConfigurationError as e:
             problem = self._explain(e)
             prefix = "" if problem.startswith(self["auth"]) else f"{self['auth']}: "
             raise OptionError(f"--auth {prefix}{problem}") from e
+
+    def _api_keys(self) -> APIKeys | None:
+        """The keys of --api-key-file, the file checked now (None: no HTTP API)."""
+        path = self["api-key-file"]
+        if path is None:
+            return None
+        ws_path = self["settings"].path
+        if ws_path.strip("/").split("/")[0] == "api":
+            raise OptionError(f"--path {ws_path}: the HTTP API (--api-key-file) is served at "
+                              "/api; choose another --path")
+        try:
+            return APIKeys.fromFile(path)
+        except ConfigurationError as e:
+            raise OptionError(f"--api-key-file {path}: {e}") from e
+
+    def _check_log_format(self) -> None:
+        """--log-format is text or json; json takes the place of twistd's own log observer,
+        so twistd's --syslog and --logger (which choose theirs) cannot go with it."""
+        value = self["log-format"]
+        if value not in ("text", "json"):
+            raise OptionError(f"--log-format {value}: must be text or json; "
+                              "e.g. --log-format json")
+        parent: Any = self.parent if self.parent is not None else {}
+        if value == "json":
+            for option in ("syslog", "logger"):
+                if parent.get(option):
+                    raise OptionError(f"--log-format json: twistd's --{option} chooses the "
+                                      "log's observer itself; give one of them")
 
     def _import_path(self) -> None:
         """Put --app-dir first on sys.path, so handler modules next to the user are found."""
@@ -278,10 +394,19 @@ class CommandLineService(WSService):
     with one line (and status 1) instead of twistd's traceback."""
 
     _log = logger()
+    # --log-format json: the observer twistd's application logs to (setServiceParent)
+    log_observer: ILogObserver | None = None
+
+    def setServiceParent(self, parent: Any) -> None:
+        """Join twistd's application; with a ``log_observer``, make it the application's
+        ILogObserver, which twistd's AppLogger then uses in place of its text observer."""
+        super().setServiceParent(parent)
+        if self.log_observer is not None and hasattr(parent, "setComponent"):
+            parent.setComponent(ILogObserver, self.log_observer)
 
     def __init__(self, sessions: SessionService, pidfile: str | None, foreground: bool,
-                 log_to_stdout: bool) -> None:
-        super().__init__(sessions)
+                 log_to_stdout: bool, api_keys: APIKeys | None = None) -> None:
+        super().__init__(sessions, api_keys=api_keys)
         self._pidfile = pidfile
         self._foreground = foreground
         self._log_to_stdout = log_to_stdout
@@ -295,14 +420,16 @@ class CommandLineService(WSService):
                 raise  # twistd reports it through its status pipe to the parent
             for listener in self.listeners:
                 listener.abandon()
+            option = getattr(e, "option", "listen")  # NDJSONListenError: listen-ndjson
             if not self._log_to_stdout:  # the log file records why it did not start
-                self._log.critical("not started: --listen {error}", error=str(e))
+                self._log.critical("not started: --{option} {error}", option=option,
+                                   error=str(e))
             if self._pidfile:
                 try:
                     os.unlink(self._pidfile)
                 except OSError:
                     pass
-            _exit(f"--listen {e}", EXIT_START)
+            _exit(f"--{option} {e}", EXIT_START)
 
 
 def makeService(options: Options) -> IService:
@@ -314,9 +441,17 @@ def makeService(options: Options) -> IService:
                                       node_id=options["node-id"])
     service = CommandLineService(
         sessions, pidfile=parent.get("pidfile") or None, foreground=foreground,
-        log_to_stdout=foreground and parent.get("logfile") in (None, "-"))
+        log_to_stdout=foreground and parent.get("logfile") in (None, "-"),
+        api_keys=options.get("api-keys"))
+    service.handlers = options["loaded"]
+    if options["log-format"] == "json":
+        # written where twistd would write its text log (sys.stdout is still the real one)
+        service.log_observer = JSONLogObserver(
+            twistdLogFile(parent) if options.parent is not None else sys.stdout)
     if engine is not None:
         engine.setServiceParent(service)
     for description in options["listen"]:
         service.listen(description)
+    for description in options["listen-ndjson"]:
+        service.listenNDJSON(description)
     return service

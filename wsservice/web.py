@@ -17,9 +17,11 @@ from ._version import __version__, server_header
 from .channel import HTTPChannel, Site
 from .errors import ConfigurationError
 from .hosts import HostPolicy
+from .httpapi import APIResource
 from .websocket import EchoFactory, WebSocketFactory
 
 if TYPE_CHECKING:
+    from .apikeys import APIKeys
     from .service import SessionService
 
 
@@ -137,9 +139,15 @@ def _place(root: Resource, path: str, resource: Any) -> None:
     node.putChild(segments[-1], resource)
 
 
-def check_resources(resources: Iterable[str], ws_path: str) -> None:
-    """Refuse handler HTTP resources that would hide /healthz, /metrics or the WebSocket."""
+def check_resources(resources: Iterable[str], ws_path: str, api: bool = False) -> None:
+    """Refuse handler HTTP resources that would hide /healthz, /metrics or the WebSocket
+    (and /api when the HTTP API is on)."""
     reserved = {"healthz", "metrics", *CLIENT_FILES, ws_path.strip("/").split("/")[0]}
+    if api:
+        if "api" in reserved:
+            raise ConfigurationError(f"the WebSocket path {ws_path} is below /api, where the "
+                                     "HTTP API is served; choose another path")
+        reserved.add("api")
     for path in resources:
         top = path.strip("/").split("/")[0]
         if top in reserved:
@@ -148,13 +156,16 @@ def check_resources(resources: Iterable[str], ws_path: str) -> None:
 
 
 def makeSite(service: SessionService, listener: str = "", secure: bool = False,
-             reactor: IReactorTime | None = None) -> Site:
-    """The twisted.web Site one listener serves: WebSocket, health, metrics, handler pages."""
+             reactor: IReactorTime | None = None, api_keys: APIKeys | None = None) -> Site:
+    """The twisted.web Site one listener serves: WebSocket, health, metrics, handler pages,
+    and the HTTP API (/api) when given its keys."""
     root = Resource()
     for path, resource in service.registry.resources.items():
         _place(root, path, resource)  # '' is '/' itself: twisted.web's child b''
     _place(root, "healthz", HealthResource(service))
     _place(root, "metrics", MetricsResource(service))
+    if api_keys is not None:
+        _place(root, "api", APIResource(service, api_keys))
     from .clientfiles import client_resource  # twisted.web.static warns when imported
     for name in CLIENT_FILES:
         _place(root, name, client_resource(name))
@@ -168,6 +179,7 @@ def makeSite(service: SessionService, listener: str = "", secure: bool = False,
                 deadline=settings.hello_timeout, reactor=reactor, peers=service.peers,
                 logs=service.logs)
     site.displayTracebacks = False
+    site.max_body = settings.max_message_size + 1
     site.wsFactory = factory  # type: ignore[attr-defined]
     return site
 

@@ -21,6 +21,7 @@ from .closecodes import (
     code_of,
     peer_may_send,
 )
+from .backlog import SendBacklog
 from .connection import Connection
 from .log import logger
 from .origin import OriginPolicy
@@ -96,7 +97,9 @@ class _ExactTimers:
         return _Timer(self._reactor.callLater(delay, func, *args, **kwargs))
 
 
-class WebSocketProtocol(WebSocketServerProtocol):
+# mypy compares every pair of bases once there are two, and finds Autobahn's own bases
+# (WebSocketAdapterProtocol, WebSocketProtocol) at odds over two attributes it types loosely
+class WebSocketProtocol(WebSocketServerProtocol, SendBacklog):  # type: ignore[misc]
     """One WebSocket connection: checks the handshake, then relays text messages."""
 
     _log = logger()
@@ -105,10 +108,6 @@ class WebSocketProtocol(WebSocketServerProtocol):
     _connection: Connection | None = None
     _counted: tuple[Any, str] | None = None  # (peers, host) while counted from the accept
     _request: Any = None
-    # flow control: True while the transport's write buffer is full; bytes written since
-    _paused = False
-    _backlog = 0
-    _over = False
     # the fast path's state (fastpath.opened and its sendText): whether frames are written
     # directly, this reactor turn's frames (fastpath.Corker), and whether the socket may be
     # sent to directly; never set without the fast path
@@ -334,20 +333,6 @@ class WebSocketProtocol(WebSocketServerProtocol):
             if counted is not None:
                 counted[0].disconnected(counted[1])
 
-    # -- IPushProducer, driven by the transport ------------------------------------------------
-
-    def pauseProducing(self) -> None:
-        """The transport's buffer is full: what we write from now on is backlog."""
-        self._paused = True
-
-    def resumeProducing(self) -> None:
-        """The transport's buffer has drained."""
-        self._paused = False
-        self._backlog = 0
-
-    def stopProducing(self) -> None:
-        """The transport is going away; onClose follows."""
-
     def sendData(self, data: bytes, sync: bool = False, chopsize: int | None = None) -> None:
         """Every byte Autobahn writes (after compression) passes here: bound the backlog."""
         if self._batch is not None:
@@ -356,15 +341,11 @@ class WebSocketProtocol(WebSocketServerProtocol):
             self._count_backlog(len(data))
         super().sendData(data, sync, chopsize)
 
-    def _count_backlog(self, size: int) -> None:
-        self._backlog += size
-        if self._backlog > self.factory.max_send_queue and not self._over:
-            self._over = True  # once: closing writes a close frame through here too
-            self._slow_consumer()
-
-    def _slow_consumer(self) -> None:
+    def _slowConsumer(self) -> None:
+        """Over max_send_queue: close 4508 (the session stays resumable)."""
         connection = self._connection
         if connection is not None and self.state == self.STATE_OPEN:
+            self.factory.service.metrics.slow_consumers += 1
             if self.factory.service.logs.admit(logflood.SLOW_CONSUMER):
                 self._log.info("slow consumer {peer}: over {limit} bytes waiting; closing "
                                "4508", peer=self.peer, limit=self.factory.max_send_queue)
