@@ -216,15 +216,33 @@ class BrowserClientTests(BrowserTestCase):
         await self.scenario("close_codes", server.address)
 
 
+    async def test_presence(self) -> None:
+        """Two pages: B (subscribed with the presence option) hears A join, leave, join
+        again, and A's session end after a drop longer than resume_ttl; presence() lists
+        both on both pages; A's new session subscribes again with presence and hears B
+        leave (bye)."""
+        server = await self.serve(resume_ttl=1)
+        await self.scenario("presence", server.address)
+
+    async def test_presence_bad_input(self) -> None:
+        """A fake server's malformed presence answers (rejected bad_result; bad members
+        left out) and events (warned, not routed); the option turned on and off on a
+        subscribed topic; a presence request whose answer the drop lost is asked again."""
+        server = await self.serve()
+        await self.scenario("presence_fake", server.address)
+
+
 class DemoPageTests(BrowserTestCase):
     """The demo page (built on wsservice.js) as a person uses it, and README's page."""
 
     async def test_demo_clicked_through(self) -> None:
-        """Two tabs (one phone-sized) chat in a room, each marking its own lines; the echo,
-        call and whoami buttons answer in the log; a network drop under one tab is shown
-        (reconnecting, then 1 resume, 2 replayed) and the missed lines appear once, in order;
-        Drop & resume resumes again. Its screenshots are README's picture: with
-        WSSERVICE_UPDATE_SCREENSHOT=1 the test writes docs/demo.png."""
+        """Two tabs (one phone-sized) chat in a room, each marking its own lines and
+        listing who is in the room, live; the echo, call and whoami buttons answer in the
+        log; a network drop under one tab is shown (reconnecting, then 1 resume, 2 replayed;
+        the other tab still lists her) and the missed lines appear once, in order; Drop &
+        resume resumes again. Its screenshots are README's picture: with
+        WSSERVICE_UPDATE_SCREENSHOT=1 the test writes docs/demo.png. Then Grace leaves for
+        another room, comes back under a new name, and closes her tab: Ada's list follows."""
         server = await self.serve()
         result = await self.scenario("demo", server.address)
         desktop, phone = result["screenshots"]
@@ -235,6 +253,13 @@ class DemoPageTests(BrowserTestCase):
             self.assertEqual(int.from_bytes(head[16:20], "big"), width, shot)
         if os.environ.get("WSSERVICE_UPDATE_SCREENSHOT"):
             shutil.copyfile(desktop, os.path.join(ROOT, "docs", "demo.png"))
+
+    async def test_demo_lost_session(self) -> None:
+        """resume_ttl=1: the other tab sees Ada's session end (she leaves the room list)
+        and, while she is away, Grace takes a new name; back with a new session ('lost'),
+        Ada's page fetches the room's list again (Grace's new name) and gets messages."""
+        server = await self.serve(resume_ttl=1)
+        await self.scenario("demo_lost", server.address)
 
     async def test_readme_page(self) -> None:
         """README's board.html, served by a static server on another port, with the service

@@ -12,12 +12,14 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface import implementer
 
-from wsservice import ApplicationError, IAuthenticator, Settings, Unauthorized
+from wsservice import ApplicationError, IAuthenticator, Settings, Unauthorized, makeService
 from wsservice.client import Backoff, ClientError, RemoteError, connect, parse_url
 from wsservice.client.inbox import Inbox
 from wsservice.client.requests import Request, Requests
+from wsservice.demo import DemoApp
 
 from . import certs, live, pyclient
+from .principals import ByName, NoSecrets
 from .pyclient import Seen, States
 
 
@@ -306,6 +308,127 @@ class ConnectTests(TestCase):
         d.cancel()
         await self.assertFailure(d, CancelledError)
         await live.until(lambda: not service.sessions.connections, "the connection to go")
+
+
+class PresenceTests(TestCase):
+    """presence() and subscribe(presence=...) against the real service (protocol.md §7)."""
+
+    async def _start(self) -> None:
+        self.service = makeService([DemoApp(), NoSecrets()], [live.LOOPBACK], Settings(),
+                                   authenticator=ByName())
+        self.service.startService()
+        self.addCleanup(self._stop)
+        port: Any = await self.service.listeners[0].whenListening
+        self.address = f"127.0.0.1:{port.getHost().port}"
+
+    async def _stopping(self) -> None:
+        if self.service.running:
+            await self.service.stopService()
+        self.service.sessions.endAll()
+
+    def _stop(self) -> Deferred:
+        return Deferred.fromCoroutine(self._stopping())
+
+    def setUp(self) -> Deferred:
+        return Deferred.fromCoroutine(self._start())
+
+    async def client(self, **kwargs: Any) -> Any:
+        return await pyclient.client(self, self.address, **kwargs)
+
+    async def test_members_joins_and_leaves(self) -> None:
+        """presence() lists each member once (public client id, user, meta.public); a
+        presence listener hears others join and leave, never itself; unsubscribe and close
+        are leaves; the public id is neither the session id nor the token."""
+        a = await self.client(meta={"public": {"name": "Ada"}, "private": 1})
+        b = await self.client(meta={"public": {"name": "Bob", "tags": [1, 2]}}, auth="bob")
+        c = await self.client()
+        heard, messages = Seen(), Seen()
+        self.assertIsNone(await a.subscribe("room", messages, presence=heard))
+        self.assertEqual(await a.presence("empty"), [])
+        [ada] = await a.presence("room")
+        self.assertEqual((ada["user"], ada["meta"]), (None, {"name": "Ada"}))
+        await b.subscribe("room", Seen())
+        await live.until(lambda: heard.calls, "a to hear b join")
+        [(kind, bob)] = heard.calls
+        self.assertEqual((kind, bob["user"], bob["meta"]), ("join", "bob", {"name": "Bob",
+                                                                               "tags": [1, 2]}))
+        self.assertNotEqual(bob["client"], ada["client"])
+        for client in (a, b):
+            members = await client.presence("room")
+            self.assertEqual(sorted(members, key=lambda m: m["meta"]["name"]), [ada, bob])
+        await c.subscribe("room", Seen())
+        await live.until(lambda: len(heard.calls) == 2, "a to hear c join")
+        self.assertEqual(heard.calls[1][0], "join")
+        carl = heard.calls[1][1]
+        self.assertEqual((carl["user"], carl["meta"]), (None, None))  # no meta.public
+        secrets = {a.session, b.session, c.session, a._token, b._token, c._token}
+        self.assertFalse(secrets & {ada["client"], bob["client"], carl["client"]})
+        self.assertEqual(len({ada["client"], bob["client"], carl["client"]}), 3)
+        await b.unsubscribe("room")
+        await live.until(lambda: len(heard.calls) == 3, "a to hear b leave")
+        self.assertEqual(heard.calls[2], ("leave", bob))
+        await c.close()
+        await live.until(lambda: len(heard.calls) == 4, "a to hear c leave (bye)")
+        self.assertEqual(heard.calls[3], ("leave", carl))
+        self.assertEqual(await a.presence("room"), [ada])
+        # presence events are plain events too, with their seq, and messages still arrive
+        self.assertEqual(a.last_seq, 4)
+        await a.publish("room", "hi")
+        await live.until(lambda: messages.calls, "the message")
+        self.assertEqual(messages.calls, [("hi", 5)])
+
+    async def test_on_sees_presence_events(self) -> None:
+        """presence.join / presence.leave are ordinary pushes: on() listeners get them,
+        with {topic, member}; without presence=, nothing is pushed."""
+        a = await self.client(meta={"public": "a"})
+        b = await self.client(meta={"public": "b"})
+        joins, leaves, heard = Seen(), Seen(), Seen()
+        a.on("presence.join", joins)
+        a.on("presence.leave", leaves)
+        await a.subscribe("quiet", Seen())
+        await a.subscribe("loud", Seen(), presence=heard)
+        await b.subscribe("quiet", Seen())
+        await b.subscribe("loud", Seen())
+        await live.until(lambda: joins.calls, "the join on loud")
+        [(data, seq)] = joins.calls
+        self.assertEqual((data["topic"], data["member"]["meta"], seq), ("loud", "b", 1))
+        self.assertEqual(heard.calls, [("join", data["member"])])
+        await b.close()
+        await live.until(lambda: leaves.calls, "the leave of loud")
+        self.assertEqual(await a.call("echo", "sync"), "sync")  # anything pushed came first
+        self.assertEqual([d["topic"] for d, _ in leaves.calls], ["loud"])
+        self.assertEqual(len(joins.calls), 1)  # nothing of 'quiet'
+
+    async def test_latest_subscribe_decides(self) -> None:
+        """Subscribing again without presence turns the presence events off; with it, on
+        again (the new listener gets them)."""
+        a, b = await self.client(), await self.client()
+        first, second, joins = Seen(), Seen(), Seen()
+        a.on("presence.join", joins)
+        await a.subscribe("room", Seen(), presence=first)
+        await b.subscribe("room", Seen())
+        await live.until(lambda: first.calls, "the first join")
+        await a.subscribe("room", Seen())
+        await b.unsubscribe("room")
+        await b.subscribe("room", Seen())
+        await a.subscribe("room", Seen(), presence=second)  # on again
+        await b.unsubscribe("room")
+        await live.until(lambda: second.calls, "the leave after presence is on again")
+        self.assertEqual([kind for kind, _ in first.calls], ["join"])
+        self.assertEqual([kind for kind, _ in second.calls], ["leave"])
+        self.assertEqual(len(joins.calls), 1)  # the join while it was off never came
+
+    async def test_forbidden(self) -> None:
+        """presence() of a topic one may not subscribe to fails ``forbidden``."""
+        a = await self.client()
+        e = await self.assertFailure(a.presence("secret.plans"), RemoteError)
+        self.assertEqual(e.code, "forbidden")
+        e = await self.assertFailure(a.subscribe("secret.plans", Seen(), presence=Seen()),
+                                     RemoteError)
+        self.assertEqual(e.code, "forbidden")
+        self.assertEqual(a.topics, frozenset())
+        self.assertRaises(TypeError, a.presence, "")
+        self.assertRaises(TypeError, a.subscribe, "room", Seen(), presence="yes")
 
 
 class TLSTests(TestCase):

@@ -89,13 +89,20 @@ class CommandLineTests(TestCase):
 
     async def test_listen_publish_and_interrupt(self) -> None:
         """listen prints topic messages and pushes as JSON lines; a publish from another
-        command reaches it; SIGINT (SIGTERM over unix) ends it cleanly: exit 0, bye."""
+        command reaches it; presence lists it; SIGINT (SIGTERM over unix) ends it cleanly:
+        exit 0, bye."""
         listener = Listener()
-        process = reactor.spawnProcess(listener, CLI[0], CLI + [self.url, "listen", "news"],
-                                       env=ENV, path=CHECKOUT)
+        process = reactor.spawnProcess(
+            listener, CLI[0], CLI + [self.url, "--meta", '{"public": {"name": "cli"}}',
+                                     "listen", "news"], env=ENV, path=CHECKOUT)
         self.addCleanup(lambda: listener.ended.called or process.signalProcess("KILL"))
         await live.until(lambda: b"listening on news" in listener.err,
                          lambda: f"the listener to start; it said {listener.err!r}")
+        out, err, code = await run(self.url, "presence", "news")
+        self.assertEqual(code, 0, err)
+        [member] = orjson.loads(out)
+        self.assertEqual((member["user"], member["meta"]), (None, {"name": "cli"}))
+        self.assertEqual(len(out.splitlines()), 1)
         out, err, code = await run(self.url, "publish", "news", '{"n": 1}')
         self.assertEqual((out, err, code), ("", "", 0))
         await live.until(lambda: listener.lines, "the listener to print the message")
@@ -115,6 +122,7 @@ class CommandLineTests(TestCase):
         """A bad URL, bad JSON, a missing argument: exit 2, one line on stderr."""
         for args in (["http://x/ws", "call", "echo"], [self.url, "call", "echo", "{bad"],
                      [self.url, "publish", "t"], [self.url, "shout"],
+                     [self.url, "presence"], [self.url, "presence", "a", "b"],
                      [self.url, "--meta", "[]", "call", "echo"],
                      [self.url, "--timeout", "soon", "call", "echo"]):
             out, err, code = await run(*args)

@@ -14,7 +14,7 @@ from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.logger import LogLevel
 from twisted.trial.unittest import TestCase
 
-from wsservice.client import RemoteError
+from wsservice.client import ClientError, RemoteError
 
 from . import live, pyclient
 from .pyclient import FAST, Logged, Seen, States
@@ -43,6 +43,11 @@ class _FakeProtocol(WebSocketServerProtocol):
             self.send({"type": "pong", "data": message.get("data")})
         elif message["type"] == "call" and message["method"] == "echo":
             self.send({"type": "result", "id": message["id"], "result": message["params"]})
+        elif message["type"] in ("subscribe", "unsubscribe") and "id" in message:
+            self.send({"type": "result", "id": message["id"], "result": None})
+        elif message["type"] == "presence":
+            self.send({"type": "result", "id": message["id"],
+                       "result": self.fake.presence_results.pop(0)})
 
     def onClose(self, wasClean: bool, code: Any, reason: Any) -> None:
         timer, self.closeHandshakeTimeoutCall = self.closeHandshakeTimeoutCall, None
@@ -57,7 +62,8 @@ class _FakeProtocol(WebSocketServerProtocol):
 
 class FakeServer:
     """Says welcome (session s1, resumed when ``resumable`` and asked to resume) then sends
-    ``after_welcome``; answers ping and call ``echo``; records what it gets."""
+    ``after_welcome``; answers ping, call ``echo``, subscribe and unsubscribe, and each
+    presence with the next of ``presence_results``; records what it gets."""
 
     def __init__(self) -> None:
         self.current: _FakeProtocol | None = None
@@ -65,6 +71,7 @@ class FakeServer:
         self.hellos: list[dict[str, Any]] = []
         self.after_welcome: list[Any] = []
         self.resumable = True
+        self.presence_results: list[Any] = []
 
     async def start(self, testcase: Any) -> FakeServer:
         factory = WebSocketServerFactory("ws://127.0.0.1/ws")
@@ -98,7 +105,8 @@ def event(seq: Any, data: Any, name: str = "e") -> dict[str, Any]:
     return {"type": "event", "event": name, "data": data, "seq": seq}
 
 
-class FakeServerTests(TestCase):
+class _OnFakeServer:
+    """Each test has its own fake server; ``client()`` connects to it."""
 
     def setUp(self) -> Deferred:
         async def start() -> None:
@@ -107,6 +115,9 @@ class FakeServerTests(TestCase):
 
     async def client(self, **kwargs: Any) -> Any:
         return await pyclient.client(self, self.fake.url, **{**FAST, **kwargs})
+
+
+class FakeServerTests(_OnFakeServer, TestCase):
 
     async def test_bad_input_survived(self) -> None:
         """Malformed JSON, a non-object, unknown types, duplicate and out-of-order seqs, a
@@ -239,3 +250,106 @@ class FakeServerTests(TestCase):
         e = await self.assertFailure(d, RemoteError)
         self.assertEqual(e.code, "internal")
 
+
+
+def joined(topic: Any, member: Any, seq: int, name: str = "presence.join") -> dict[str, Any]:
+    return event(seq, {"topic": topic, "member": member}, name)
+
+
+class FakePresenceTests(_OnFakeServer, TestCase):
+    """Presence answers and events that a real server would never send."""
+
+    async def test_malformed_presence_answers(self) -> None:
+        """An answer without a members list fails ClientError ``bad_result``; malformed
+        members are left out (logged at WARN); missing user and meta become None; members
+        of a newer server are kept."""
+        logged = Logged(self)
+        client = await self.client()
+        for result in (None, [], "x", {}, {"members": None}, {"members": {"a": 1}}):
+            self.fake.presence_results.append(result)
+            e = await self.assertFailure(client.presence("room"), ClientError)
+            self.assertEqual((e.code, e.data), ("bad_result", result))
+            self.assertIn("no members list", e.message)
+        good = {"client": "c1", "user": "ann", "meta": {"name": "Ann"}}
+        self.fake.presence_results.append({"members": [
+            good, None, 5, "c2", {"user": "no client"}, {"client": ""}, {"client": 7},
+            {"client": "c3", "user": 5}, {"client": "c4"},
+            {"client": "c5", "user": None, "meta": [1], "since": 12}]})
+        self.assertEqual(await client.presence("room"), [
+            good, {"client": "c4", "user": None, "meta": None},
+            {"client": "c5", "user": None, "meta": [1], "since": 12}])
+        self.assertEqual(logged.count("dropped a malformed member of 'room'", LogLevel.warn),
+                         7, logged.lines)
+        self.assertEqual([m["topic"] for m in self.fake.of_type("presence")], ["room"] * 7)
+        self.assertEqual(await client.call("echo", "still here"), "still here")
+
+    async def test_presence_events_routed_and_checked(self) -> None:
+        """subscribe(presence=) sends "presence": true; join and leave events of the topic
+        reach its presence listener as (kind, member); malformed ones are dropped with a
+        warning (on() listeners still get them: they are plain events), other topics' go
+        nowhere; a subscribe without presence= turns the listener off."""
+        logged = Logged(self)
+        client = await self.client()
+        heard, plain = Seen(), Seen()
+        client.on("presence.join", plain)
+        await client.subscribe("room", Seen(), presence=heard)
+        await client.subscribe("other", Seen())
+        subscribes = self.fake.of_type("subscribe")
+        self.assertEqual([(m["topic"], m.get("presence")) for m in subscribes],
+                         [("room", True), ("other", None)])
+        ann = {"client": "c1", "user": None, "meta": {"name": "Ann"}}
+        self.fake.send(
+            joined("room", ann, 1),
+            joined("room", {"client": "c2"}, 2),
+            joined("room", {"client": 2}, 3),  # malformed member
+            joined(None, ann, 4),  # no topic
+            event(5, "not an object", "presence.join"),
+            event(6, {"topic": "room"}, "presence.leave"),  # no member
+            joined("other", ann, 7),  # not subscribed with presence
+            joined("nowhere", ann, 8),  # not subscribed at all
+            joined("room", ann, 9, "presence.leave"),
+            joined("room", ann, 10, "presence.moved"))  # an event of another name
+        await live.until(lambda: client.last_seq == 10, "the ten events")
+        self.assertEqual(heard.calls, [("join", ann),
+                                       ("join", {"client": "c2", "user": None, "meta": None}),
+                                       ("leave", ann)])
+        self.assertEqual(plain.seqs, [1, 2, 3, 4, 5, 7, 8])
+        for text in ("malformed presence.join event seq 3", "malformed presence.join event "
+                     "seq 4", "malformed presence.join event seq 5",
+                     "malformed presence.leave event seq 6"):
+            self.assertEqual(logged.count(text, LogLevel.warn), 1, (text, logged.lines))
+        await client.subscribe("room", Seen())
+        self.assertNotIn("presence", self.fake.of_type("subscribe")[-1])
+        self.fake.send(joined("room", ann, 11))
+        await live.until(lambda: client.last_seq == 11, "the event after presence off")
+        self.assertEqual(len(heard.calls), 3)
+        self.assertEqual(self.flushLoggedErrors(), [])
+
+    async def test_failing_presence_listener(self) -> None:
+        """A presence listener that raises is logged; the next events still arrive."""
+        client = await self.client()
+        await client.subscribe("room", Seen(), presence=lambda kind, member: 1 / 0)
+        seen = Seen()
+        client.on("e", seen)
+        self.fake.send(joined("room", {"client": "c1"}, 1), event(2, "after"))
+        await live.until(lambda: seen.calls, "the event after the failing listener")
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
+
+    async def test_lost_session_subscribes_again_with_presence(self) -> None:
+        """After a lost session each topic is subscribed again, with "presence": true where
+        a presence listener was given, and events go on reaching it."""
+        client = await self.client()
+        heard, states = Seen(), States(client)
+        await client.subscribe("room", Seen(), presence=heard)
+        await client.subscribe("plain", Seen())
+        self.fake.resumable = False
+        self.fake.drop()
+        await states.reach("open")
+        await live.until(lambda: len(self.fake.of_type("subscribe")) == 4,
+                         "the topics subscribed again")
+        again = sorted((m["topic"], m.get("presence"))
+                       for m in self.fake.of_type("subscribe")[2:])
+        self.assertEqual(again, [("plain", None), ("room", True)])
+        self.fake.send(joined("room", {"client": "c9"}, 1))
+        await live.until(lambda: heard.calls, "the join on the new session")
+        self.assertEqual(heard.calls, [("join", {"client": "c9", "user": None, "meta": None})])

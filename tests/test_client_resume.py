@@ -215,6 +215,38 @@ class LostTests(_Proxied, TestCase):
         await live.until(lambda: len(news.calls) == 2, "the message after the loss")
         self.assertEqual(news.calls, [("before", 1), ("after", 1)])
 
+    async def test_lost_session_resubscribes_with_presence(self) -> None:
+        """A topic subscribed with presence is subscribed again with it after a lost
+        session: the new session hears joins and leaves; others saw the old session leave
+        (when it ended) and the new one join."""
+        a = await self.proxied(meta={"public": "a"})
+        b = await self.direct(meta={"public": "b"})
+        heard_a, heard_b, states = Seen(), Seen(), States(a)
+        await a.subscribe("room", Seen(), presence=heard_a)
+        await b.subscribe("room", Seen(), presence=heard_b)
+        await live.until(lambda: heard_a.calls, "a to hear b join")
+        [old_member] = [m for m in await b.presence("room") if m["meta"] == "a"]
+        old = a.session
+        self.proxy.refuse(True)
+        self.proxy.cut()
+        await live.until(lambda: old not in self.sessions.sessions, "the session to expire")
+        await live.until(lambda: heard_b.calls, "b to hear the old session leave")
+        self.assertEqual(heard_b.calls, [("leave", old_member)])
+        self.proxy.refuse(False)
+        info = await states.reach("open")
+        self.assertTrue(info.get("lost"), info)
+        await live.until(lambda: len(heard_b.calls) == 2, "b to hear the new session join")
+        kind, new_member = heard_b.calls[1]
+        self.assertEqual((kind, new_member["meta"]), ("join", "a"))
+        self.assertNotEqual(new_member["client"], old_member["client"])
+        c = await self.direct(meta={"public": "c"})
+        await c.subscribe("room", Seen())
+        await live.until(lambda: len(heard_a.calls) == 2, "a's new session to hear c join")
+        self.assertEqual([(kind, m["meta"]) for kind, m in heard_a.calls],
+                         [("join", "b"), ("join", "c")])
+        self.assertEqual(sorted(m["meta"] for m in await a.presence("room")),
+                         ["a", "b", "c"])
+
 
 class StallTests(_Proxied, TestCase):
     """A connection that stops carrying anything is found dead by WebSocket pings."""

@@ -37,7 +37,8 @@ console.log(JSON.stringify({ echoed, code, PROTOCOL, VERSION, same: DefaultClien
 
 # Type-checked against the declarations the package's "exports" names.
 TYPED = """
-import { Client, WsServiceError, type ClientState } from "wsservice";
+import { Client, WsServiceError, type ClientState, type Member, type PresenceKind,
+         type PresenceEventData } from "wsservice";
 const client = new Client("ws://127.0.0.1:1/ws", { meta: { a: 1 }, callTimeout: 5 });
 const state: ClientState = client.state;
 async function main(): Promise<void> {
@@ -47,6 +48,14 @@ async function main(): Promise<void> {
   client.handle("confirm", async (params) => params === 1);
   await client.subscribe("room", (data, seq, topic: string) => console.log(topic));
   await client.publish("room", { text: "hi" });
+  const members: Member[] = await client.presence("room", { timeout: 2 });
+  const users: (string | null)[] = members.map((m) => m.user);
+  const onPresence = (kind: PresenceKind, member: Member, topic: string) =>
+    console.log(kind === "join", member.client.length, member.meta, topic, users);
+  await client.subscribe("room", null, { presence: onPresence });
+  await client.subscribe("room", (data) => console.log(data), { presence: (kind, m) => m.user });
+  client.on("presence.join", (data) => console.log((data as PresenceEventData).member.client));
+  await client.unsubscribe("room", onPresence);
   client.addEventListener("resumed", (e) => console.log(e.detail.replayed + 1));
   client.addEventListener("statechange", (e) => console.log(e.detail.state));
   try { await client.unsubscribe("room"); } catch (e) {
@@ -149,10 +158,18 @@ class PackageTests(TestCase):
             json.dump(TSCONFIG, f)
         out, err, code = await processes.run([TSC, "-p", "."], project)
         self.assertEqual(code, 0, out + err)
-        # and a wrong use is caught: the declarations are not 'any' everywhere
+        # and each wrong use is caught: the declarations are not 'any' everywhere
+        wrong = ["const wrong: number = client.state;", "client.call(5);",
+                 'client.presence("x").then((m) => { const name: string = m[0].user; });',
+                 'client.subscribe("x", null, { presence: (kind: "joined") => kind });',
+                 'client.presence(["x"]);']
+        with open(os.path.join(project, "use.ts"), encoding="utf-8") as f:
+            first = len(f.read().splitlines()) + 1
         with open(os.path.join(project, "use.ts"), "a") as f:
-            f.write('\nconst wrong: number = client.state;\nclient.call(5);\n')
+            f.write("".join(line + "\n" for line in wrong))
         out, err, code = await processes.run([TSC, "-p", "."], project)
         self.assertNotEqual(code, 0)
         self.assertIn("TS2322", out)
         self.assertIn("TS2345", out)
+        for n, line in enumerate(wrong, first):
+            self.assertIn(f"use.ts({n},", out, f"tsc did not object to {line!r}")

@@ -88,6 +88,26 @@ function welcome(session, extra = {}) {
   return JSON.stringify({ type: "welcome", session, token: `token-of-${session}`, resumed: false, heartbeat: 0, server: "fake/0", ...extra });
 }
 
+/** Page "a" whose WebSocket talks to a fake server: it records each connection's route and
+ * every message received, answers ping, answers hello with `hello(msg)`'s welcome, and
+ * hands every message to `more(route, msg)`. Returns [page, fake]. */
+async function fakeServerPage(h, base, hello, more = () => {}) {
+  const fake = { routes: [], received: [] };
+  const page = await h.page("a", base, {
+    before: (p) => p.routeWebSocket(WS_ROUTE, (route) => {
+      fake.routes.push(route);
+      route.onMessage((m) => {
+        const msg = JSON.parse(m);
+        fake.received.push(msg);
+        if (msg.type === "hello") route.send(hello(msg));
+        if (msg.type === "ping") route.send(JSON.stringify({ type: "pong", data: msg.data }));
+        more(route, msg);
+      });
+    }),
+  });
+  return [page, fake];
+}
+
 // --- scenarios ----------------------------------------------------------------------------
 
 export const scenarios = {};
@@ -640,18 +660,7 @@ scenarios.bad_input = {
   about: "bad input from a (fake) server: each dropped with a warning, the client carries on, each seq once",
   async run(h) {
     const base = `http://${h.servers[0]}`;
-    const fake = { routes: [], received: [] };
-    const page = await h.page("a", base, {
-      before: (p) => p.routeWebSocket(WS_ROUTE, (route) => {
-        fake.routes.push(route);
-        route.onMessage((m) => {
-          const msg = JSON.parse(m);
-          fake.received.push(msg);
-          if (msg.type === "hello") route.send(welcome("fake-session-0123456789"));
-          if (msg.type === "ping") route.send(JSON.stringify({ type: "pong", data: msg.data }));
-        });
-      }),
-    });
+    const [page, fake] = await fakeServerPage(h, base, () => welcome("fake-session-0123456789"));
     await open(h, page, "a", { events: ["n"] });
     const route = fake.routes[0];
     const event = (seq, data, extra = {}) => JSON.stringify({ type: "event", event: "n", data, seq, ...extra });
@@ -800,29 +809,207 @@ scenarios.close_codes = {
   },
 };
 
+const presenceOf = (page, name) => page.evaluate((n) => T.clients[n].rec.presence, name);
+const members = async (h, page, name, topic) => {
+  const r = await page.evaluate(([n, t]) => T.presence(n, t), [name, topic]);
+  h.check(!r.error, `${name}: presence(${topic}) failed`, r);
+  return r.result;
+};
+const byName = (list) => [...list].sort((x, y) => String(x.meta?.name).localeCompare(String(y.meta?.name)));
+const who = (calls) => calls.map((c) => [c.kind, c.topic, c.member.meta?.name ?? c.member.meta]);
+
+scenarios.presence = {
+  about: "presence: a page hears another join and leave (unsubscribe, a lost session), presence() lists both, the option survives a lost session (resume_ttl=1)",
+  async run(h) {
+    const proxy = await h.proxy();
+    const pa = await h.page("a", proxy.base);
+    const pb = await h.page("b", `http://${h.servers[0]}`);
+    const options = { backoffInitial: 0.1, backoffMax: 0.3 };
+    const oldA = await open(h, pa, "a", { options: { ...options, meta: { public: { name: "Ada" }, secret: "x" } }, events: [] });
+    await open(h, pb, "b", { options: { meta: { public: { name: "Bob" } } }, events: ["presence.join", "presence.leave"] });
+    await pb.evaluate(() => T.subscribe("b", "room", true));
+    const sub = (await wire(pb, { dir: "out", type: "subscribe" })).map((w) => w.msg);
+    h.eq(sub.map((m) => [m.topic, m.presence]), [["room", true]], "b's subscribe asks for presence");
+    const [bob] = await members(h, pb, "b", "room");
+    h.eq([bob.user, bob.meta], [null, { name: "Bob" }], "b alone in the room: user, meta.public");
+    h.check(typeof bob.client === "string" && bob.client.length > 0 && bob.client !== (await rec(pb, "b")).session,
+      "a member's client is a public id, not the session id", bob);
+    h.eq(await members(h, pb, "b", "nobody.here"), [], "presence of an empty topic");
+
+    // a joins (no presence option): b hears it, through the option and as a plain event
+    await pa.evaluate(() => T.subscribe("a", "room"));
+    await h.until(pb, () => T.clients.b.rec.presence.length === 1, null, "b to hear a join");
+    let heard = await presenceOf(pb, "b");
+    const ada = heard[0].member;
+    h.eq([heard[0].kind, heard[0].topic, ada.user, ada.meta], ["join", "room", null, { name: "Ada" }], "the join b heard");
+    let b = await rec(pb, "b");
+    h.eq(b.got.map((g) => [g.kind, g.data, g.seq]), [["event:presence.join", { topic: "room", member: ada }, 1]],
+      "the join is an ordinary event too, with its seq");
+    for (const [page, name] of [[pa, "a"], [pb, "b"]]) {
+      h.eq(byName(await members(h, page, name, "room")), [ada, bob], `${name}: presence() lists both`);
+    }
+    // a leaves, joins again with the option: b hears both; a never hears itself
+    await pa.evaluate(() => T.client("a").unsubscribe("room"));
+    await pa.evaluate(() => T.subscribe("a", "room", true));
+    await h.until(pb, () => T.clients.b.rec.presence.length === 3, null, "b to hear a leave and join again");
+    heard = await presenceOf(pb, "b");
+    h.eq(heard.slice(1).map((c) => [c.kind, c.member]), [["leave", ada], ["join", ada]], "leave, then join (same public id)");
+    h.eq(await presenceOf(pa, "a"), [], "a heard nothing of its own join");
+
+    // a's network is gone longer than resume_ttl: its session ends (b hears the leave); back,
+    // a's new session subscribes again with presence, and hears b leave
+    proxy.cut();
+    await proxy.down();
+    await h.until(pb, () => T.clients.b.rec.presence.length === 4, null, "b to hear a's session end", 10000);
+    h.eq((await presenceOf(pb, "b"))[3].kind, "leave", "a's ended session left");
+    h.eq(await members(h, pb, "b", "room"), [bob], "only b is left in the room");
+    await proxy.up();
+    await h.until(pa, () => T.clients.a.rec.lost.length === 1, null, "a's lost event", 10000);
+    const lastWs = (await wire(pa, { dir: "in", type: "welcome" })).pop().ws;
+    await h.until(pa, (ws) => {
+      const s = T.wire({ ws, dir: "out", type: "subscribe" }).find((w) => w.msg.topic === "room");
+      return s && s.msg.presence === true && T.wire({ ws, dir: "in", type: "result" }).some((w) => w.msg.id === s.msg.id);
+    }, lastWs, "a's new session subscribed to room again, with presence", 5000);
+    await h.until(pb, () => T.clients.b.rec.presence.length === 5, null, "b to hear a's new session join");
+    const ada2 = (await presenceOf(pb, "b"))[4];
+    h.eq([ada2.kind, ada2.member.meta], ["join", { name: "Ada" }], "the new session joined, meta.public as before");
+    h.check(ada2.member.client !== ada.client, "a new session has a new public id", [ada, ada2.member]);
+    h.check((await rec(pa, "a")).session !== oldA, "a has a new session");
+    await pb.evaluate(() => T.client("b").close());
+    await h.until(pa, () => T.clients.a.rec.presence.length === 1, null, "a to hear b leave (bye)");
+    h.eq(who(await presenceOf(pa, "a")), [["leave", "room", "Bob"]], "a heard b leave");
+    h.eq(await members(h, pa, "a", "room"), [ada2.member], "presence() after the lost session");
+    b = await rec(pb, "b");
+    h.eq(b.got.map((g) => g.kind), ["event:presence.join", "event:presence.leave", "event:presence.join",
+      "event:presence.leave", "event:presence.join"], "b's plain events");
+    contiguous(h, b.got, 1, "b");
+    h.eq([(await rec(pa, "a")).warnings, b.warnings], [[], []], "no warnings");
+    // a bad topic is refused before anything is sent
+    const bad = await pa.evaluate(async () => {
+      try { await T.client("a").presence(""); return "resolved"; } catch (e) { return e.name; }
+    });
+    h.eq(bad, "TypeError", "presence('')");
+  },
+};
+
+scenarios.presence_fake = {
+  about: "presence against a (fake) server: malformed answers and events, routing, the option turned on and off, a presence request repeated after a drop",
+  async run(h) {
+    const base = `http://${h.servers[0]}`;
+    const answers = [];
+    const [page, fake] = await fakeServerPage(
+      h, base, (msg) => welcome("fake-session-0123456789", { resumed: !!msg.resume }),
+      (route, msg) => {
+        if (msg.type === "subscribe" || msg.type === "unsubscribe") route.send(JSON.stringify({ type: "result", id: msg.id, result: null }));
+        if (msg.type === "presence") {
+          const answer = answers.shift();
+          if (answer !== "no answer") route.send(JSON.stringify({ type: "result", id: msg.id, result: answer }));
+        }
+      });
+    fake.answers = answers;
+    await open(h, page, "a", { options: { backoffInitial: 0.05, backoffMax: 0.1 }, events: ["presence.join"] });
+    const route = () => fake.routes[fake.routes.length - 1];
+    const ask = () => page.evaluate(() => T.presence("a", "room"));
+    for (const answer of [null, [], "x", {}, { members: null }, { members: { a: 1 } }]) {
+      fake.answers.push(answer);
+      const r = await ask();
+      h.eq([r.error?.code, r.error?.isWsServiceError, r.error?.data], ["bad_result", true, answer], `a presence answer ${JSON.stringify(answer)}`);
+    }
+    const good = { client: "c1", user: "ann", meta: { name: "Ann" } };
+    fake.answers.push({ members: [good, null, 5, "c2", { user: "u" }, { client: "" }, { client: 7 }, { client: "c3", user: 5 },
+      { client: "c4" }, { client: "c5", user: null, meta: [1], since: 12 }] });
+    const listed = await ask();
+    h.eq(listed.result, [good, { client: "c4", user: null, meta: null }, { client: "c5", user: null, meta: [1], since: 12 }],
+      "malformed members left out, user and meta default to null, new members kept");
+    let r = await rec(page, "a");
+    h.eq(r.warnings.filter((w) => /malformed member of room/.test(w)).length, 7, `a warning per malformed member (${JSON.stringify(r.warnings)})`);
+
+    // the option: added to an existing subscription it subscribes again with presence
+    await page.evaluate(() => T.subscribe("a", "room"));
+    await page.evaluate(() => T.subscribe("a", "room", true));
+    await page.evaluate(() => T.subscribe("a", "room", true)); // the same function again: nothing sent
+    await page.evaluate(() => T.subscribe("a", "other"));
+    const subs = () => fake.received.filter((m) => m.type === "subscribe").map((m) => [m.topic, m.presence ?? null]);
+    h.eq(subs(), [["room", null], ["room", true], ["other", null]], "the subscribes sent");
+    const ev = (seq, data, name = "presence.join") => JSON.stringify({ type: "event", event: name, data, seq });
+    const ann = { client: "c1", user: null, meta: { name: "Ann" } };
+    const warningsBefore = r.warnings.length;
+    for (const frame of [ev(1, { topic: "room", member: ann }), ev(2, { topic: "room", member: { client: "c2" } }),
+      ev(3, { topic: "room", member: { client: 2 } }), ev(4, { member: ann }), ev(5, "not an object"),
+      ev(6, { topic: "room" }, "presence.leave"), ev(7, { topic: "other", member: ann }), ev(8, { topic: "nowhere", member: ann }),
+      ev(9, { topic: "room", member: ann }, "presence.leave"), ev(10, { topic: "room", member: ann }, "presence.moved")]) {
+      route().send(frame);
+    }
+    await h.until(page, () => T.client("a").lastSeq === 10, null, "the ten events");
+    r = await rec(page, "a");
+    h.eq(r.presence.map((c) => [c.kind, c.member, c.topic]),
+      [["join", ann, "room"], ["join", { client: "c2", user: null, meta: null }, "room"], ["leave", ann, "room"]],
+      "the presence function got the topic's well-formed joins and leaves");
+    h.eq(r.got.map((g) => g.seq), [1, 2, 3, 4, 5, 7, 8], "on('presence.join') got every join event, malformed too");
+    h.eq(r.warnings.slice(warningsBefore).map((w) => w.replace(/:.*/, "")),
+      ["dropped a malformed presence.join event", "dropped a malformed presence.join event",
+        "dropped a malformed presence.join event", "dropped a malformed presence.leave event"], "a warning per malformed event");
+    // the presence function removed, the message function stays: presence turned off
+    await page.evaluate(() => T.client("a").unsubscribe("room", T.presenceFn("a")));
+    h.eq(subs().slice(3), [["room", null]], "unsubscribe(topic, presenceFn) subscribes again without presence");
+    route().send(ev(11, { topic: "room", member: ann }));
+    await h.until(page, () => T.client("a").lastSeq === 11, null, "event 11");
+    h.eq((await rec(page, "a")).presence.length, 3, "no presence call once it is off");
+    h.eq(fake.received.filter((m) => m.type === "unsubscribe").length, 0, "the topic is still subscribed");
+
+    // a presence request whose answer is lost with the connection is asked again on the next
+    fake.answers.push("no answer", { members: [good] });
+    const pending = page.evaluate(() => T.presence("a", "room"));
+    await h.until(page, () => T.wire({ dir: "out", type: "presence" }).length === 8, null, "the presence request sent");
+    route().close({ code: 1001, reason: "going away" });
+    const again = await pending;
+    h.eq(again.result, [good], "the presence answer from the next connection");
+    h.eq(fake.routes.length, 2, "one reconnect");
+    const presences = await wire(page, { dir: "out", type: "presence" });
+    h.eq(presences.slice(-2).map((w) => w.ws), [1, 2], "the request was sent again on the new connection");
+  },
+};
+
 // --- the demo page and the README's page, as a person uses them ----------------------------
 
 const text = (page, sel) => page.locator(sel).innerText();
+const inRoom = (page) => page.$$eval("#people li", (els) => els.map((e) => e.textContent));
+const notes = (page) => page.$$eval("#chat .note", (els) => els.map((e) => e.textContent));
+/** Wait until the page's "in this room" list is `names` (in order: you first). */
+function untilPeople(h, page, names, what) {
+  return h.until(page, (want) => {
+    const got = [...document.querySelectorAll("#people li")].map((e) => e.textContent);
+    return JSON.stringify(got) === JSON.stringify(want) && document.getElementById("peopleCount").textContent === String(want.length);
+  }, names, `${what}: in this room ${JSON.stringify(names)}`);
+}
+/** A demo page whose remembered name is `nick` (as after an earlier visit). */
+const remembered = (nick) => (page) => page.addInitScript((n) => localStorage.setItem("wsservice-demo-nick", n), nick);
 const chatLines = (page) => page.$$eval("#chat .msg", (els) => els.map((e) => ({
   mine: e.classList.contains("mine"), who: e.querySelector(".who").firstChild.textContent,
   text: e.lastChild.textContent })));
 
 scenarios.demo = {
-  about: "the demo page clicked through: chat between two tabs (own lines marked), echo/call/whoami, a drop with replay, Drop & resume; screenshots",
+  about: "the demo page clicked through: chat between two tabs (own lines marked), who is in the room (live), echo/call/whoami, a drop with replay, Drop & resume; screenshots; then leaving a room, a new name, closing the tab",
   async run(h) {
     const proxy = await h.proxy();
-    const pa = await h.page("ada", proxy.base, { path: "/" });
-    const pb = await h.page("grace", `http://${h.servers[0]}`, { path: "/" });
+    const pa = await h.page("ada", proxy.base, { path: "/", before: remembered("Ada") });
     await pa.setViewportSize({ width: 1100, height: 720 });
+    await untilPeople(h, pa, ["Ada (you)"], "Ada alone");
+    const pb = await h.page("grace", `http://${h.servers[0]}`, { path: "/", before: remembered("Grace") });
     await pb.setViewportSize({ width: 390, height: 800 });  // a phone
     for (const [page, nick] of [[pa, "Ada"], [pb, "Grace"]]) {
-      await page.fill("#nick", nick);
+      await page.fill("#nick", nick);  // as remembered: Join changes nothing
       await page.fill("#room", "lobby");
       await page.click("#join");
       await h.until(page, () => document.getElementById("state").textContent === "open", null, `${nick}: state open`);
       await h.until(page, () => document.getElementById("roomText").textContent === "lobby", null, `${nick}: in #lobby`);
+      h.eq(await text(page, "#nickText"), nick, `${nick}: the name shown`);
     }
-    await h.until(pa, () => /you joined #lobby/.test(document.getElementById("chat").textContent), null, "the join note");
+    await h.until(pa, () => /you joined #lobby as Ada/.test(document.getElementById("chat").textContent), null, "the join note");
+    // who is in the room, live on both pages: Grace joined after Ada
+    await untilPeople(h, pa, ["Ada (you)", "Grace"], "Ada's page");
+    await untilPeople(h, pb, ["Grace (you)", "Ada"], "Grace's page");
+    h.eq(await notes(pa), ["you joined #lobby as Ada", "Grace joined"], "Ada's notes");
     await pa.fill("#say", "Hello from tab A");
     await pa.press("#say", "Enter");
     await h.until(pb, () => document.querySelectorAll("#chat .msg").length === 1, null, "Grace sees Ada's line");
@@ -842,7 +1029,9 @@ scenarios.demo = {
     await pa.click("#callEcho");
     await h.until(pa, () => /echo result: "ping\?"/.test(document.getElementById("log").textContent), null, "the echo result in the log");
     await pa.click("#whoami");
-    await h.until(pa, () => /whoami: principal "anonymous", meta \{"client":"demo-page"\}/.test(document.getElementById("log").textContent), null, "whoami in the log");
+    const tab = await pa.evaluate(() => window.demo.tab);
+    await h.until(pa, (t) => document.getElementById("log").textContent.includes(
+      `whoami: principal "anonymous", meta {"client":"demo-page","public":{"name":"Ada","tab":"${t}"}}`), tab, "whoami in the log");
     await pa.click("#sendEvent");
     await h.until(pa, () => /echo event #\d+: "ping\?"/.test(document.getElementById("log").textContent), null, "the echo event in the log");
 
@@ -851,6 +1040,7 @@ scenarios.demo = {
     proxy.cut();
     await proxy.down();
     await h.until(pa, () => document.getElementById("state").textContent === "reconnecting", null, "Ada: reconnecting shown");
+    h.eq(await inRoom(pb), ["Grace (you)", "Ada"], "Ada's session is still in the room while she reconnects");
     for (const line of ["Are you there?", "I'll wait"]) {
       await pb.fill("#say", line);
       await pb.click("#send");
@@ -874,6 +1064,10 @@ scenarios.demo = {
     h.eq(await text(pa, "#lost"), "0", "no session lost");
     h.eq(await text(pa, "#session"), (await pa.evaluate(() => window.demo.client.session.slice(0, 6))) + "\u2026",
          "the session label (a prefix, not the id)");
+    h.eq([await inRoom(pa), await inRoom(pb)], [["Ada (you)", "Grace"], ["Grace (you)", "Ada"]], "both in the room after the resumes");
+    h.eq(await notes(pb), ["you joined #lobby as Grace"], "Grace never saw Ada leave (a resumed session has not left)");
+    h.check(await pb.evaluate(() => document.documentElement.scrollWidth <= window.innerWidth),
+            "the phone-sized page still fits, with its room list");
     await h.sleep(300);  // the last line's scroll
     const shots = [];
     if (h.artifacts) {
@@ -884,8 +1078,58 @@ scenarios.demo = {
         shots.push(file);
       }
     }
+
+    // Grace goes to another room: Ada sees her leave; Grace is alone there
+    await pb.fill("#room", "garden");
+    await pb.click("#join");
+    await untilPeople(h, pa, ["Ada (you)"], "Ada's page after Grace left");
+    await untilPeople(h, pb, ["Grace (you)"], "Grace's page in #garden");
+    h.eq((await notes(pa)).slice(-1), ["Grace left"], "Ada's note of it");
+    // a new name is a new session: back in the lobby as "Grace H."
+    await pb.fill("#nick", "Grace H.");
+    await pb.fill("#room", "lobby");
+    await pb.click("#join");
+    await untilPeople(h, pa, ["Ada (you)", "Grace H."], "Ada's page after Grace came back renamed");
+    await untilPeople(h, pb, ["Grace H. (you)", "Ada"], "Grace's page back in the lobby");
+    h.eq(await text(pb, "#nickText"), "Grace H.", "the new name shown");
+    h.eq((await notes(pa)).slice(-1), ["Grace H. joined"], "Ada's note of the new name");
+    // closing the tab says bye: Ada sees Grace leave at once, not when the session expires
+    await pb.close({ runBeforeUnload: true });
+    h.pages.delete("grace");
+    await untilPeople(h, pa, ["Ada (you)"], "Ada's page after Grace's tab closed");
+    h.eq((await notes(pa)).slice(-1), ["Grace H. left"], "Ada's note of it");
     h.eq(await pa.evaluate(() => window.demo.client.state), "open", "Ada's client open at the end");
     return { screenshots: shots };
+  },
+};
+
+scenarios.demo_lost = {
+  about: "the demo page after a lost session (resume_ttl=1): a new session, the room's list fetched again",
+  async run(h) {
+    const proxy = await h.proxy();
+    const pa = await h.page("ada", proxy.base, { path: "/", before: remembered("Ada") });
+    await untilPeople(h, pa, ["Ada (you)"], "Ada alone");
+    const pb = await h.page("grace", `http://${h.servers[0]}`, { path: "/", before: remembered("Grace") });
+    await untilPeople(h, pa, ["Ada (you)", "Grace"], "Ada's page");
+    await untilPeople(h, pb, ["Grace (you)", "Ada"], "Grace's page");
+    proxy.cut();
+    await proxy.down();
+    await h.until(pa, () => document.getElementById("state").textContent === "reconnecting", null, "Ada: reconnecting shown");
+    await untilPeople(h, pb, ["Grace (you)"], "Grace's page once Ada's session ended");
+    // Grace takes a new name (a new session) while Ada is away: the events of it went to
+    // Ada's ended session; her page learns it from the list it fetches after the loss
+    await pb.fill("#nick", "Grace H.");
+    await pb.click("#join");
+    await untilPeople(h, pb, ["Grace H. (you)"], "Grace's page with her new name");
+    await proxy.up();
+    await h.until(pa, () => document.getElementById("lost").textContent === "1", null, "Ada: 1 session lost shown", 15000);
+    await untilPeople(h, pa, ["Ada (you)", "Grace H."], "Ada's page after the lost session");
+    await untilPeople(h, pb, ["Grace H. (you)", "Ada"], "Grace's page: Ada's new session joined");
+    h.eq((await notes(pb)).filter((n) => /Ada/.test(n)), ["Ada left", "Ada joined"], "Grace's notes of Ada");
+    await pb.fill("#say", "welcome back");
+    await pb.click("#send");
+    await h.until(pa, () => [...document.querySelectorAll("#chat .msg")].some((e) => /welcome back/.test(e.textContent)), null,
+      "Ada's new session gets the room's messages");
   },
 };
 

@@ -7,6 +7,8 @@
     await client.call("echo", {"a": 1}, timeout=5)      # RemoteError on an error reply
     client.on("echo", lambda data, seq: ...)
     await client.subscribe("room.1", lambda data, seq: ...)
+    await client.subscribe("room.2", on_message, presence=lambda kind, member: ...)
+    await client.presence("room.2")                     # who is in it: [{client, user, meta}]
     await client.close()
 
 The client resumes its session after any loss (backoff with full jitter), delivers every

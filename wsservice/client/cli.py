@@ -1,5 +1,6 @@
-"""``python -m wsservice.client URL call|publish|listen ...``: the client for operators and
-scripts. Results and pushes go to stdout as JSON lines, everything else to stderr.
+"""``python -m wsservice.client URL call|publish|presence|listen ...``: the client for
+operators and scripts. Results and pushes go to stdout as JSON lines, everything else to
+stderr.
 
 Exit codes: 0 done, 1 the server answered an error or could not be reached, 2 a usage error.
 """
@@ -33,11 +34,13 @@ class _Parser(argparse.ArgumentParser):
 
 def parser() -> argparse.ArgumentParser:
     """The command line's parser."""
-    p = _Parser(prog=PROG, description="Call, publish to or listen on a wsservice server.")
+    p = _Parser(prog=PROG, description="Call, publish to, ask who is in a topic of, or "
+                "listen on a wsservice server.")
     p.add_argument("url", metavar="URL",
                    help="ws://HOST:PORT/ws, wss://HOST:PORT/ws or unix:/PATH/TO/SOCKET")
-    p.add_argument("command", choices=("call", "publish", "listen"),
-                   help="call METHOD [JSON] | publish TOPIC JSON | listen [TOPIC...]")
+    p.add_argument("command", choices=("call", "publish", "presence", "listen"),
+                   help="call METHOD [JSON] | publish TOPIC JSON | presence TOPIC | "
+                   "listen [TOPIC...]")
     p.add_argument("args", nargs="*", metavar="ARG")
     p.add_argument("--meta", default=None, metavar="JSON", help="the hello's meta (an object)")
     p.add_argument("--auth", default=None, metavar="JSON", help="the hello's auth")
@@ -93,6 +96,10 @@ class Command:
                 raise UsageError("publish takes TOPIC and JSON data")
             self.topic = args[0]
             self.data = _json(args[1], "the data")
+        elif self.command == "presence":
+            if len(args) != 1:
+                raise UsageError("presence takes TOPIC")
+            self.topic = args[0]
         else:
             self.topics: list[str] = args
 
@@ -136,6 +143,8 @@ async def _run(reactor: Any, command: Command) -> int:
             return await _listen(reactor, client, command)
         if command.command == "call":
             _line(sys.stdout, await client.call(command.method, command.params))
+        elif command.command == "presence":
+            _line(sys.stdout, await client.presence(command.topic))
         else:
             await client.publish(command.topic, command.data)
         return 0

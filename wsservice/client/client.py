@@ -17,11 +17,12 @@ from twisted.python.failure import Failure
 
 from ..errors import RemoteError
 from ..log import logger
-from . import errors
+from . import errors, presence as _presence
 from .backoff import Backoff
 from .errors import ClientError
 from .inbox import AnyListener, Handler, Inbox, Listener
 from .options import Options, options as make_options
+from .presence import PresenceListener
 from .protocol import ClientFactory, ClientProtocol
 from .requests import EVENT, Request, Requests, remote_error
 from .url import Target, endpoint, parse_url
@@ -162,25 +163,57 @@ class Client:
         else:
             self._inbox.handlers[method] = handler
 
-    def subscribe(self, topic: str, listener: Listener, timeout: float | None = None
-                  ) -> Deferred[None]:
+    def subscribe(self, topic: str, listener: Listener, timeout: float | None = None,
+                  presence: PresenceListener | None = None) -> Deferred[None]:
         """Subscribe to ``topic``: ``listener(data, seq)`` gets its messages; fires once
-        the server has subscribed (kept across reconnects, renewed after a lost session)."""
+        the server has subscribed (kept across reconnects, renewed after a lost session).
+
+        With ``presence``, ``presence(kind, member)`` is told of each session that joins
+        (kind "join") or leaves ("leave") the topic; ``presence(topic)`` gives the members
+        as they are now. The latest subscribe of a topic decides its listeners.
+        """
+        if presence is not None and not callable(presence):
+            raise TypeError(f"presence must be a callable or None, got {presence!r}")
         self._inbox.topics[topic] = listener
-        d = self._request("subscribe", f"subscribe {topic!r}",
-                          {"type": "subscribe", "topic": topic}, timeout)
+        if presence is None:
+            self._inbox.presence.pop(topic, None)
+        else:
+            self._inbox.presence[topic] = presence
+        d = self._request("subscribe", f"subscribe {topic!r}", _subscription(topic, presence),
+                          timeout)
 
         def failed(failure: Failure) -> Failure:
             if self._inbox.topics.get(topic) is listener:
                 del self._inbox.topics[topic]
+                self._inbox.presence.pop(topic, None)
             return failure
         return d.addErrback(failed)
 
     def unsubscribe(self, topic: str, timeout: float | None = None) -> Deferred[None]:
-        """Leave ``topic`` (its listener is dropped at once); fires once the server has."""
+        """Leave ``topic`` (its listeners are dropped at once); fires once the server has."""
         self._inbox.topics.pop(topic, None)
+        self._inbox.presence.pop(topic, None)
         return self._request("unsubscribe", f"unsubscribe {topic!r}",
                              {"type": "unsubscribe", "topic": topic}, timeout)
+
+    def presence(self, topic: str, timeout: float | None = None
+                 ) -> Deferred[list[dict[str, Any]]]:
+        """Who is in ``topic`` now: a Deferred of members ``{"client", "user", "meta"}``
+        (``client`` a public per-session id, ``user`` the principal's public name or None,
+        ``meta`` the member's hello ``meta["public"]`` or None); RemoteError ``forbidden``
+        when the topic may not be subscribed to."""
+        if not isinstance(topic, str) or not topic:
+            raise TypeError(f"topic must be a non-empty string, got {topic!r}")
+        d = self._request("presence", f"presence {topic!r}",
+                          {"type": "presence", "topic": topic}, timeout)
+        return d.addCallback(self._members, topic)
+
+    def _members(self, result: Any, topic: str) -> list[dict[str, Any]]:
+        good, bad = _presence.members(result, topic)
+        for value in bad:
+            self._log.warn("wsservice client: dropped a malformed member of {topic!r}: "
+                           "{member!r}", topic=topic, member=value)
+        return good
 
     def publish(self, topic: str, data: Any = None, timeout: float | None = None
                 ) -> Deferred[None]:
@@ -543,9 +576,9 @@ class Client:
         self._unconfirmed = set(topics)
         for topic in sorted(topics):
             listener = self._inbox.topics[topic]
+            message = _subscription(topic, self._inbox.presence.get(topic))
             d = self._requests.add(
-                Request("subscribe", f"subscribe {topic!r}",
-                        _encode({"type": "subscribe", "topic": topic})),
+                Request("subscribe", f"subscribe {topic!r}", _encode(message)),
                 self.options.call_timeout, True, bounded=False)
             d.addCallbacks(lambda _, t=topic: self._unconfirmed.discard(t),
                            self._resubscribeFailed, errbackArgs=(topic, listener))
@@ -559,6 +592,16 @@ class Client:
                        topic=topic, error=failure.getErrorMessage())
         if self._inbox.topics.get(topic) is listener:
             del self._inbox.topics[topic]
+            self._inbox.presence.pop(topic, None)
+
+
+def _subscription(topic: str, presence: PresenceListener | None) -> dict[str, Any]:
+    """The ``subscribe`` message of ``topic``, asking for presence events when there is a
+    listener for them."""
+    message: dict[str, Any] = {"type": "subscribe", "topic": topic}
+    if presence is not None:
+        message["presence"] = True
+    return message
 
 
 def _failed(error: Exception) -> Deferred[Any]:

@@ -12,6 +12,8 @@ from twisted.python.failure import Failure
 
 from ..errors import ApplicationError
 from ..log import logger
+from . import presence
+from .presence import PresenceListener
 
 Listener = Callable[[Any, int], Any]  # (data, seq)
 AnyListener = Callable[[str, Any, int], Any]  # (event, data, seq)
@@ -42,6 +44,7 @@ class Inbox:
         self.events: dict[str, list[Listener]] = {}
         self.any_events: list[AnyListener] = []
         self.topics: dict[str, Listener] = {}
+        self.presence: dict[str, PresenceListener] = {}  # topics subscribed with presence
         self.handlers: dict[str, Handler] = {}
 
     # -- seq ---------------------------------------------------------------------------------
@@ -110,6 +113,21 @@ class Inbox:
             self._run(every, f"a listener of every event ({name!r})", name, data, seq)
         for listener in list(self.events.get(name, ())):
             self._run(listener, f"a listener of event {name!r}", data, seq)
+        kind = presence.EVENTS.get(name)
+        if kind is not None:
+            self._presence(kind, name, data, seq)
+
+    def _presence(self, kind: str, name: str, data: Any, seq: int) -> None:
+        """A ``presence.join`` / ``presence.leave`` event, for its topic's presence listener."""
+        topic = data.get("topic") if isinstance(data, dict) else None
+        member = presence.member(data.get("member")) if isinstance(topic, str) else None
+        if member is None or not isinstance(topic, str):
+            self._log.warn("wsservice client: dropped a malformed {name} event seq {seq}",
+                           name=name, seq=seq)
+            return
+        listener = self.presence.get(topic)
+        if listener is not None:
+            self._run(listener, f"the presence listener of topic {topic!r}", kind, member)
 
     def message(self, message: dict[str, Any]) -> None:
         """A topic ``message``."""

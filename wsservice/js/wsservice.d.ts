@@ -12,7 +12,8 @@ export type Json = null | boolean | number | string | Json[] | { [key: string]: 
 export type ClientState = "connecting" | "open" | "reconnecting" | "closed";
 
 /** An error from the server (its `error` message), or from the client itself:
- *  `timeout`, `cancelled`, `disconnected`, `closed`, `too_many_calls`, `bad_url`. */
+ *  `timeout`, `cancelled`, `disconnected`, `closed`, `too_many_calls`, `bad_url`,
+ *  `bad_result` (a presence answer without a members list). */
 export declare class WsServiceError extends Error {
   constructor(code: string, message?: string, data?: unknown);
   readonly name: "WsServiceError";
@@ -62,6 +63,33 @@ export type Listener = (data: any, seq: number, name: string) => void;
 /** Answers a server call: its result, or a Promise of it; throw WsServiceError for an error. */
 export type CallHandler = (params: any, seq: number) => unknown | Promise<unknown>;
 
+/** A member of a topic (presence): one session subscribed to it. */
+export interface Member {
+  /** A public per-session id (never the session id): tells members apart. */
+  client: string;
+  /** The principal's public name, or null (anonymous). */
+  user: string | null;
+  /** The member's hello `meta.public`, or null. */
+  meta: unknown;
+}
+
+export type PresenceKind = "join" | "leave";
+/** Called when a session joins or leaves a topic subscribed to with `{presence}`. */
+export type PresenceListener = (kind: PresenceKind, member: Member, topic: string) => void;
+
+/** The data of the `presence.join` / `presence.leave` events (also seen by `on()`). */
+export interface PresenceEventData {
+  topic: string;
+  member: Member;
+}
+
+/** Options of `subscribe`. */
+export interface SubscribeOptions {
+  /** Also hear who joins and leaves the topic (sends `"presence": true`, again after a
+   *  lost session). The list as it is now: `presence(topic)`. */
+  presence?: PresenceListener | null;
+}
+
 export interface StateChangeDetail {
   state: ClientState;
   /** The close code of the connection that was lost, when one was. */
@@ -104,8 +132,11 @@ export declare class Client extends EventTarget {
   on(event: string, fn: Listener): this;
   off(event: string, fn?: Listener): this;
   handle(method: string, fn: CallHandler | null): this;
-  subscribe(topic: string, fn?: Listener): Promise<null>;
-  unsubscribe(topic: string, fn?: Listener): Promise<null>;
+  subscribe(topic: string, fn?: Listener | null, options?: SubscribeOptions): Promise<null>;
+  /** Leave `topic`, or only remove `fn` (a message or presence function) while others remain. */
+  unsubscribe(topic: string, fn?: Listener | PresenceListener): Promise<null>;
+  /** Who is in `topic` now; rejects `forbidden` when it may not be subscribed to. */
+  presence(topic: string, options?: CallOptions): Promise<Member[]>;
   publish(topic: string, data?: unknown): Promise<null>;
   /** Drop the connection now and reconnect (the session resumes). */
   reconnect(): void;

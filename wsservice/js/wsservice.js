@@ -15,7 +15,9 @@ const FINAL_CLOSE = new Set([1000, 4400, 4401, 4409]);
 // 1000, which would end the session on the server.
 const ABANDON = 4000;
 const SEQ_TYPES = new Set(["event", "message", "call"]);
-const IDEMPOTENT = new Set(["subscribe", "unsubscribe"]);
+// Requests that may be sent again on the next connection when the answer was lost.
+const IDEMPOTENT = new Set(["subscribe", "unsubscribe", "presence"]);
+const PRESENCE_EVENTS = { "presence.join": "join", "presence.leave": "leave" };
 const CANCELLED_KEPT = 256; // ids of given-up calls whose late replies are dropped quietly
 
 /** An error from the server (or from the client: timeout, cancelled, disconnected). */
@@ -38,6 +40,16 @@ function isSeq(value) {
 
 function validId(value) {
   return typeof value === "string" || Number.isSafeInteger(value);
+}
+
+// A member of a presence list as the server described it, or null when it is malformed:
+// `client` a non-empty string, `user` a string or null; `meta` any JSON (null if absent).
+// Members a newer server adds are kept.
+function presenceMember(value) {
+  if (!isObject(value) || typeof value.client !== "string" || !value.client) return null;
+  const user = value.user === undefined ? null : value.user;
+  if (user !== null && typeof user !== "string") return null;
+  return { ...value, user, meta: value.meta === undefined ? null : value.meta };
 }
 
 function seconds(value, name, { min = 0 } = {}) {
@@ -106,7 +118,7 @@ export class Client extends EventTarget {
     this._outbox = [];           // frames waiting for the next welcome (calls, events)
     this._cancelled = new Set(); // ids given up on: their late replies are expected
     this._events = new Map();    // event name -> Set(fn)
-    this._topics = new Map();    // topic -> {fns: Set(fn), ready: Promise}
+    this._topics = new Map();    // topic -> {fns: Set(fn), presence: Set(fn), ready: Promise}
     this._handlers = new Map();  // method -> fn (answers the server's calls)
     this._attempt = 0;
     this._retryTimer = null;
@@ -165,39 +177,94 @@ export class Client extends EventTarget {
     return this;
   }
 
-  /** Subscribe to `topic`, delivering its messages to fn(data, seq, topic). */
-  subscribe(topic, fn) {
+  /**
+   * Subscribe to `topic`, delivering its messages to fn(data, seq, topic). With
+   * `{presence: fn}` the server also tells who joins and leaves the topic: fn(kind, member,
+   * topic) with kind "join" or "leave" (kept across reconnects; the list as it is now
+   * comes from presence(topic)).
+   */
+  subscribe(topic, fn, options) {
+    const presence = options?.presence ?? null;
     if (typeof topic !== "string" || !topic) {
       return Promise.reject(new TypeError("wsservice: subscribe needs a topic"));
     }
+    if (presence !== null && typeof presence !== "function") {
+      return Promise.reject(new TypeError("wsservice: the presence option must be a function"));
+    }
     let entry = this._topics.get(topic);
     if (!entry) {
-      entry = { fns: new Set(), ready: null };
+      entry = { fns: new Set(), presence: new Set(), ready: null };
       this._topics.set(topic, entry);
+      if (fn) entry.fns.add(fn);
+      if (presence) entry.presence.add(presence);
       this._takeTopic(topic, entry).catch(() => {
         if (this._topics.get(topic) === entry) this._topics.delete(topic);
       });
+      return entry.ready;
     }
     if (fn) entry.fns.add(fn);
+    if (presence && !entry.presence.has(presence)) {
+      entry.presence.add(presence);
+      // the server's latest subscribe decides: the first presence function turns it on
+      if (entry.presence.size === 1) this._retakeTopic(topic, entry);
+    }
     return entry.ready;
   }
 
-  // Ask the server for `topic` (again, after a lost session); entry.ready settles on its answer.
+  // Ask the server for `topic` (again, after a lost session, or to turn presence on or off);
+  // entry.ready settles on its answer.
   _takeTopic(topic, entry) {
-    entry.ready = this._request({ type: "subscribe", topic }).then(() => null);
+    const frame = { type: "subscribe", topic };
+    if (entry.presence.size > 0) frame.presence = true;
+    entry.ready = this._request(frame).then(() => null);
     return entry.ready;
   }
 
-  /** Leave `topic` (or only remove fn from it, while other functions remain). */
+  _retakeTopic(topic, entry) {
+    const ready = this._takeTopic(topic, entry);
+    ready.catch((error) => this._warn(`could not subscribe to ${topic} again: ${error.code}`));
+    return ready;
+  }
+
+  /** Leave `topic` (or only remove fn, a message or presence function, while others remain). */
   unsubscribe(topic, fn) {
     const entry = this._topics.get(topic);
     if (!entry) return Promise.resolve(null);
     if (fn) {
       entry.fns.delete(fn);
-      if (entry.fns.size > 0) return Promise.resolve(null);
+      const hadPresence = entry.presence.delete(fn);
+      if (entry.fns.size > 0 || entry.presence.size > 0) {
+        // the last presence function gone: tell the server to stop the presence events
+        if (hadPresence && entry.presence.size === 0) return this._retakeTopic(topic, entry);
+        return Promise.resolve(null);
+      }
     }
     this._topics.delete(topic);
     return this._request({ type: "unsubscribe", topic }).then(() => null);
+  }
+
+  /**
+   * Who is in `topic` now: a list of {client, user, meta} (client: a public per-session id,
+   * user: the principal's public name or null, meta: the member's hello meta.public or null).
+   * Rejects `forbidden` when the topic may not be subscribed to.
+   */
+  presence(topic, { timeout, signal } = {}) {
+    if (typeof topic !== "string" || !topic) {
+      return Promise.reject(new TypeError("wsservice: presence needs a topic"));
+    }
+    return this._request({ type: "presence", topic }, timeout, signal).then((result) => {
+      if (!isObject(result) || !Array.isArray(result.members)) {
+        throw new WsServiceError("bad_result", `the server's presence answer for ${topic} has no members list`,
+          result);
+      }
+      const members = [];
+      for (const value of result.members) {
+        const member = presenceMember(value);
+        if (member) members.push(member);
+        else this._warn(`dropped a malformed member of ${topic}: ${JSON.stringify(value)?.slice(0, 80)}`);
+      }
+      return members;
+    });
   }
 
   /** Publish `data` on `topic` (every subscriber, on every node, receives it). */
@@ -550,20 +617,32 @@ export class Client extends EventTarget {
 
   _deliverEvent(name, data, seq) {
     const fns = this._events.get(name);
-    if (!fns) return;
-    for (const fn of [...fns]) this._run(fn, data, seq, name);
+    if (fns) for (const fn of [...fns]) this._run(fn, name, data, seq, name);
+    if (Object.hasOwn(PRESENCE_EVENTS, name)) this._deliverPresence(PRESENCE_EVENTS[name], name, data);
+  }
+
+  // presence.join / presence.leave: plain events, and to the topic's presence functions.
+  _deliverPresence(kind, name, data) {
+    const member = isObject(data) && typeof data.topic === "string" ? presenceMember(data.member) : null;
+    if (!member) {
+      this._warn(`dropped a malformed ${name} event: ${JSON.stringify(data)?.slice(0, 80)}`);
+      return;
+    }
+    const entry = this._topics.get(data.topic);
+    if (!entry) return;
+    for (const fn of [...entry.presence]) this._run(fn, `presence of ${data.topic}`, kind, member, data.topic);
   }
 
   _deliverMessage(topic, data, seq) {
     const entry = this._topics.get(topic);
     if (!entry) return;
-    for (const fn of [...entry.fns]) this._run(fn, data, seq, topic);
+    for (const fn of [...entry.fns]) this._run(fn, topic, data, seq, topic);
   }
 
   // An application function failing must not stop the messages after it.
-  _run(fn, data, seq, name) {
+  _run(fn, name, ...args) {
     try {
-      fn(data, seq, name);
+      fn(...args);
     } catch (error) {
       this.logger?.error?.(`wsservice: a handler for ${name} failed`, error);
     }

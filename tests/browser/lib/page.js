@@ -75,6 +75,7 @@
         warnings: [], // warning events' messages
         logged: [], // what the client gave its logger, by level
         served: [], // server calls answered by handlers: {method, params, t}
+        presence: [], // presence listeners' calls: {kind, member, topic, t}
         sessions: [],
       };
       const log = (level) => (...args) => {
@@ -113,9 +114,27 @@
       client.on(event, (data, seq) => rec.got.push({ kind: `event:${event}`, data, seq, t: now() }));
     },
 
-    async subscribe(name, topic) {
+    /** Subscribe, recording the topic's messages (and with `presence`, who joins and leaves). */
+    async subscribe(name, topic, presence = false) {
       const { client, rec } = this.clients[name];
-      return await client.subscribe(topic, (data, seq, t) => rec.got.push({ kind: `message:${t ?? topic}`, data, seq, t: now() }));
+      const options = presence ? { presence: this.presenceFn(name) } : undefined;
+      return await client.subscribe(topic, (data, seq, t) => rec.got.push({ kind: `message:${t ?? topic}`, data, seq, t: now() }), options);
+    },
+
+    /** The presence listener of client `name` (one per client: unsubscribe(topic, it) works). */
+    presenceFn(name) {
+      const c = this.clients[name];
+      c.presenceFn ??= (kind, member, topic) => c.rec.presence.push({ kind, member, topic, t: now() });
+      return c.presenceFn;
+    },
+
+    /** client.presence(topic), settled as {result} or {error}. */
+    async presence(name, topic, options) {
+      try {
+        return { result: await this.client(name).presence(topic, options) };
+      } catch (e) {
+        return { error: errorOf(e) };
+      }
     },
 
     /** client.call, settled as {result} or {error: {name, code, message, data, isWsServiceError}}. */
@@ -177,7 +196,7 @@
         const r = this.rec(name);
         clients[name] = {
           state: r.state, session: r.session, lastSeq: r.lastSeq, resumes: r.resumes, replayed: r.replayed,
-          states: r.states, resumed: r.resumed, lost: r.lost, warnings: r.warnings,
+          states: r.states, resumed: r.resumed, lost: r.lost, warnings: r.warnings, presence: r.presence.slice(-5),
           delivered: r.got.length, lastDelivered: r.got.slice(-5),
         };
       }
