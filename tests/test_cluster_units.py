@@ -17,16 +17,7 @@ from wsservice.redisurl import node_name, parse_redis_url
 from wsservice.testing import ServiceHarness
 
 from . import redisserver
-
-
-async def until(condition: Any, what: str, timeout: float = 10.0) -> None:
-    """Poll ``condition()`` every 20 ms until it is true; fail after ``timeout``."""
-    waited = 0.0
-    while not condition():
-        if waited >= timeout:
-            raise AssertionError(f"timed out waiting for {what}")
-        await deferLater(reactor, 0.02, lambda: None)
-        waited += 0.02
+from .live import until
 
 
 class AddressTests(TestCase):
@@ -194,6 +185,53 @@ class RedisAwayTests(TestCase):
         await node.settle()
         again, w = await self.resume(node, welcome, 1)
         self.assertEqual((w["resumed"], again.received()), (True, []))
+
+    async def test_presence_put_back_after_redis_forgot_everything(self) -> None:
+        """Subscriptions and presence watches are put back from the node's copy; a member
+        that left while Redis was away is announced leaving, one that joined, joining."""
+        node = await _Node(self, self.server).start()
+        watcher, _, _ = await node.open()
+        stays, _, stays_session = await node.open()
+        goes, _, _ = await node.open()
+        watcher.send({"type": "subscribe", "topic": "room", "presence": True})
+        stays.send({"type": "subscribe", "topic": "room"})
+        goes.send({"type": "subscribe", "topic": "room"})
+        seen: list[dict] = []
+
+        async def presence_events(count: int, what: str) -> list[tuple[str, Any]]:
+            def arrived() -> bool:
+                seen.extend(watcher.received())
+                return len(seen) >= count
+            await until(arrived, what)
+            events = [(m["event"], m["data"]["member"]) for m in seen]
+            seen.clear()
+            return events
+
+        await node.settle()
+        await presence_events(2, "two joins")
+        # Redis is lost and comes back with nothing: the node puts it all back
+        self.server.kill()
+        await until(lambda: node.engine.state == DOWN, "the node to see Redis gone")
+        self.server.restart(empty=True)
+        await until(lambda: node.engine.state == UP, "the node back in step", timeout=15)
+        members = await node.h.service.presence("room")
+        self.assertEqual(len(members), 3)
+        newcomer, _, _ = await node.open()
+        newcomer.send({"type": "subscribe", "topic": "room"})
+        goes.send({"type": "unsubscribe", "topic": "room"})
+        await node.settle()
+        events = await presence_events(2, "presence after the resync")
+        self.assertEqual([e for e, _ in events], ["presence.join", "presence.leave"])
+        # while Redis is away again, a member leaves: announced once Redis is back
+        self.server.kill()
+        await until(lambda: node.engine.state == DOWN, "the node to see Redis gone")
+        stays.send({"type": "unsubscribe", "topic": "room"})
+        self.server.start()  # with its append-only file: it remembers stays as a member
+        await until(lambda: node.engine.state == UP, "the node back in step", timeout=15)
+        await node.settle()
+        events = await presence_events(1, "the leave after the resync")
+        self.assertEqual(events, [("presence.leave", stays_session.member)])
+        self.assertEqual(len(await node.h.service.presence("room")), 2)
 
     async def resume(self, node: _Node, welcome: dict, last_seq: int) -> tuple[Any, dict]:
         client = node.h.connect()

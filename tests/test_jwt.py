@@ -297,6 +297,23 @@ class KeyFileTests(SynchronousTestCase):
         self.assertEqual(es.algorithm, "ES256")
         self.assertEqual(es.verify(token(EC_KEY, "ES256")).publicName, "alice")
 
+    def test_public_keys_in_other_forms_never_become_secrets(self) -> None:
+        """A key in DER, or a PEM body without its lines, or a JWK would otherwise pass for
+        an HS256 secret: and anyone holding the public key could sign tokens with it."""
+        der = RSA_KEY.public_key().public_bytes(serialization.Encoding.DER,
+                                                serialization.PublicFormat.SubjectPublicKeyInfo)
+        body = b"\n".join(public_pem(RSA_KEY).strip().splitlines()[1:-1])
+        private_der = EC_KEY.private_bytes(serialization.Encoding.DER,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption())
+        for content in (der, body, body.replace(b"\n", b""), private_der):
+            self.assertIn("DER form", self.refused(self.write(content)))
+        self.assertIn("JWK", self.refused(self.write(b'{"kty": "oct", "k": "' + b"A" * 43
+                                                     + b'"}')))
+        # a base64 secret that is no key stays a secret
+        self.assertEqual(JWTAuthenticator.fromFile(
+            self.write(base64.b64encode(b"s" * 40))).algorithm, "HS256")
+
     def test_missing_and_empty(self) -> None:
         hint = ("give an HS256 secret of at least 32 bytes (head -c 32 /dev/urandom | base64 "
                 "> FILE; chmod 600 FILE) or a PEM public key (RSA for RS256, P-256 EC for "

@@ -365,6 +365,50 @@ class StreamEndTests(_InMemory):
         session = self.session(s, welcome)
         self.assertFalse(session.attached or session.closed)
 
+    def test_half_closed_client_waits_for_answers_still_due(self) -> None:
+        """Input ended while its hello was being authenticated and a call was running (as
+        ``printf ... | socat`` against a cluster node): the answers come, then the stream
+        closes; a client that never gets them is closed after hello_timeout + call_timeout."""
+        from twisted.internet.defer import Deferred
+
+        from wsservice import IAuthenticator
+        from zope.interface import implementer
+        answers: list[Deferred] = []
+
+        @implementer(IAuthenticator)
+        class Later:
+            def authenticate(self, request: Any) -> Deferred:
+                answers.append(Deferred())
+                return answers[-1]
+
+        self.authenticator = Later()
+        self.start()
+        s = self.stream()
+        s.write(b'{"type":"hello"}\n{"type":"call","id":1,"method":"sleep","params":{"seconds":2}}\n')
+        s.proto.readConnectionLost()
+        self.clock.advance(0.5)
+        self.assertFalse(s.closing)
+        answers[0].callback("ann")
+        self.assertEqual(s.messages()[0]["type"], "welcome")
+        self.clock.advance(1.0)
+        self.assertFalse(s.closing)  # the call is still running
+        self.clock.advance(1.0)
+        [result] = s.messages()
+        self.assertEqual((result["type"], result["id"]), ("result", 1))
+        self.clock.advance(0.1)
+        self.assertEqual((s.transport.disconnecting, s.transport.write_closed), (True, False))
+        s.lose()
+        self.assertIsNone(s.proto._idle_check)
+        # an answer that never comes: closed at the deadline, no timer left behind
+        s = self.stream()
+        s.write(b'{"type":"hello"}\n')
+        s.proto.readConnectionLost()
+        self.clock.advance(SETTINGS.hello_timeout + SETTINGS.call_timeout - 0.2)
+        self.assertFalse(s.transport.disconnecting)
+        self.clock.advance(0.3)
+        self.assertTrue(s.closing)
+        s.lose()
+
     def test_bye_close_line_1000_session_ended(self) -> None:
         s = self.stream()
         welcome = s.hello()

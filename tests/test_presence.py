@@ -140,3 +140,32 @@ class ClusterTests(TestCase):
         answer = await c.next(watcher, "presence after bob left")
         self.assertEqual([m["meta"]["name"] for m in answer["result"]["members"]], ["wat"])
         c.no_tracebacks()
+
+
+class CostTests(TestCase):
+    """What one client can make the server do with presence is bounded."""
+
+    def test_a_large_answer_costs_its_asker_more_of_its_rate(self) -> None:
+        from twisted.internet.task import Clock
+
+        from wsservice.service import PRESENCE_MEMBERS_PER_TOKEN
+        from wsservice.testing import ServiceHarness
+        h = ServiceHarness([], Settings(rate=10, burst=20), clock=Clock())
+        self.addCleanup(h.stop)
+        for n in range(PRESENCE_MEMBERS_PER_TOKEN * 30):  # 30 tokens' worth of members
+            member = h.connect(peer=f"tcp4:192.0.{n // 200}.{n % 200}:{n}")
+            member.send({"type": "hello"})
+            member.send({"type": "subscribe", "topic": "big"})
+        asker = h.connect()
+        asker.send({"type": "hello"})
+        asker.next()
+        asker.send({"type": "presence", "topic": "big", "id": 1})
+        self.assertEqual(len(asker.next()["result"]["members"]), PRESENCE_MEMBERS_PER_TOKEN * 30)
+        asker.send({"type": "ping"})  # the bucket is 10 tokens below empty now
+        self.assertEqual(asker.next()["error"]["code"], "rate_limited")
+        h.clock.advance(1.05)  # still below empty: 10 per second refill
+        asker.send({"type": "ping"})
+        self.assertEqual(asker.next()["error"]["code"], "rate_limited")
+        h.clock.advance(1.0)
+        asker.send({"type": "ping", "data": 1})
+        self.assertEqual(asker.next(), {"type": "pong", "data": 1})

@@ -212,6 +212,15 @@ class DecodeValidTests(_WireCase):
             self.assertWireError({"type": "subscribe", "topic": "t", "id": 4, "presence": bad},
                                  errors.BAD_MESSAGE, kind="subscribe", id=4)
 
+    def test_hello_meta_public_is_bounded(self):
+        public = {"name": "x" * (wire.MAX_PUBLIC_META - 11)}  # {"name":"…"} is 11 + n bytes
+        self.assertDecodes({"type": "hello", "meta": {"public": public, "big": "y" * 5000}},
+                           Hello(None, None, {"public": public, "big": "y" * 5000}))
+        public["name"] += "x"
+        e = self.assertWireError({"type": "hello", "meta": {"public": public}},
+                                 errors.BAD_MESSAGE, kind="hello")
+        self.assertIn("meta.public", e.message)
+
     def test_presence(self):
         self.assertDecodes({"type": "presence", "topic": "room", "id": 7}, Presence("room", 7))
         self.assertDecodes({"type": "presence", "topic": "room", "id": "p", "x": 1},

@@ -21,6 +21,25 @@ class AuthRequest:
     listener: str = ""
 
 
+def bearer_credential(value: str) -> str | None:
+    """The credential of an ``Authorization`` header value ``Bearer CREDENTIAL`` (the
+    scheme in any case), else None."""
+    scheme, _, credential = value.strip().partition(" ")
+    credential = credential.strip()
+    return credential if scheme.lower() == "bearer" and credential else None
+
+
+def hello_token(request: IAuthRequest) -> Any:
+    """The token a hello carries: its ``auth`` (``{"token": ...}`` or the value itself),
+    else the handshake's ``Authorization: Bearer`` credential; None without one."""
+    token = request.auth
+    if isinstance(token, dict):
+        token = token.get("token")
+    if token is None:
+        token = bearer_credential(request.headers.get("authorization", ""))
+    return token
+
+
 class Anonymous:
     """The principal of every client under the default authenticator."""
 

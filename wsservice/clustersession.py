@@ -37,9 +37,12 @@ class ClusterSession(Session):
         self._unanswered = 0
         self._behind: list[tuple[bytes, str]] | None = None
 
-    @property
-    def member(self) -> dict[str, Any]:
-        """This session as presence lists it, as made where the session was created."""
+    def busy(self) -> bool:
+        """Calls still running, or replies waiting behind pushes Redis has not kept yet."""
+        return bool(self._inflight) or self._unanswered > 0
+
+    def _makeMember(self) -> dict[str, Any]:
+        """As made where the session was created (kept in Redis with it)."""
         return orjson.loads(self._record.member)  # type: ignore[attr-defined]  # a RedisRecord
 
     @property

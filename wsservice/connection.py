@@ -110,6 +110,15 @@ class Connection:
         self._hello_timer = service.clock.callLater(service.settings.hello_timeout,
                                                     self._helloTimedOut)
 
+    def awaitingAnswers(self) -> bool:
+        """Whether answers are still due to what the client sent: its hello's (being
+        authenticated or stored), or its calls'."""
+        if self.state == AUTHENTICATING:
+            return True
+        session = self.session
+        return self.state == OPEN and session is not None \
+            and session.isAttachedTo(self.link) and session.busy()
+
     def received(self, payload: bytes) -> None:
         """One text message arrived."""
         if self.state == OPEN:

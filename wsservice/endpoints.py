@@ -11,7 +11,6 @@ from __future__ import annotations
 import errno
 import os
 import re
-from typing import Any
 
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import CannotListenError

@@ -19,11 +19,12 @@ import time
 from typing import Any, Callable
 
 import orjson
-from .log import logger
 from zope.interface import implementer
 
+from .auth import hello_token
 from .errors import ConfigurationError, Unauthorized
 from .interfaces import IAuthenticator, IAuthRequest
+from .log import logger
 
 MIN_SECRET_BYTES = 32
 MAX_TOKEN_LENGTH = 4096
@@ -118,14 +119,7 @@ class HMACAuthenticator:
 
     def authenticate(self, request: IAuthRequest) -> Any:
         """The hello's token (auth member or Authorization header) must verify."""
-        auth = request.auth
-        if isinstance(auth, dict):
-            auth = auth.get("token")
-        if auth is None:
-            header = request.headers.get("authorization", "")
-            scheme, _, value = header.partition(" ")
-            if scheme.lower() == "bearer":
-                auth = value.strip()
+        auth = hello_token(request)
         if not isinstance(auth, str) or not auth:
             raise Unauthorized("a bearer token is required")
         return self.verify(auth)

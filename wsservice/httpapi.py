@@ -12,7 +12,6 @@ when it is a node of one.
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING, Any, Callable
 
 import orjson
@@ -23,6 +22,7 @@ from twisted.web.server import NOT_DONE_YET, Request
 
 from . import errors, logflood, wire
 from .apikeys import APIKeys
+from .auth import bearer_credential
 from .log import logger
 from .peers import address_host
 
@@ -34,11 +34,6 @@ TOO_LARGE = "too_large"
 NOT_FOUND = "not_found"
 METHOD_NOT_ALLOWED = "method_not_allowed"
 UNAVAILABLE = "unavailable"
-
-# digits become b"0", anything else b" ": a run of 19 of them is then a plain substring
-_DIGIT_CLASSES = bytes(48 if 48 <= b <= 57 else 32 for b in range(256))
-_LONG_RUN = b"0" * 19
-
 
 class Refused(Exception):
     """An HTTP API request answered with an error: ``status``, and the body's code and
@@ -53,40 +48,15 @@ class Refused(Exception):
         self.headers = headers or {}
 
 
-def _exact(body: bytes) -> bool:
-    """Whether every integer of ``body`` (JSON orjson has read) is in the signed 64-bit
-    range that wire.decode allows: orjson reads a longer one as an inexact float, so a
-    body with 19 digits in a row is read again exactly."""
-    if _LONG_RUN not in body.translate(_DIGIT_CLASSES):
-        return True
-
-    def parse_int(text: str) -> int:
-        n = int(text)
-        if not wire.INT_MIN <= n <= wire.INT_MAX:
-            raise OverflowError(text)
-        return n
-    try:
-        json.loads(body.decode("utf-8"), parse_int=parse_int)
-    except (OverflowError, ValueError):
-        return False
-    return True
-
-
 def load_object(body: bytes, max_depth: int) -> dict[str, Any]:
-    """A request body as a JSON object, under the wire protocol's rules (UTF-8, nested at
-    most ``max_depth``, integers in 64 bits); Refused 400 ``bad_json`` otherwise."""
+    """A request body as a JSON object, under the wire protocol's own rules (wire.load_object:
+    UTF-8, nested at most ``max_depth``, integers in 64 bits); Refused 400 ``bad_json``."""
     try:
-        obj = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        raise Refused(400, errors.BAD_JSON, "the body is not valid JSON (UTF-8)") from None
-    if type(obj) is not dict:
-        raise Refused(400, errors.BAD_JSON, "the body must be a JSON object")
-    if wire.depth(obj, max_depth) > max_depth:
-        raise Refused(400, errors.BAD_JSON, f"the body is nested deeper than {max_depth} "
-                                            "(max_depth)")
-    if not _exact(body):
-        raise Refused(400, errors.BAD_JSON, "an integer is out of the signed 64-bit range")
-    return obj
+        return wire.load_object(body, max_depth)
+    except wire.WireError as e:
+        message = "the body is not valid JSON (UTF-8)" if e.code == errors.INVALID_UTF8 \
+            else f"the body: {e.message}"
+        raise Refused(400, errors.BAD_JSON, message) from None
 
 
 def read_object(request: Request, max_size: int, max_depth: int) -> dict[str, Any]:
@@ -182,9 +152,8 @@ def bearer(request: Request) -> bytes | None:
     values = request.requestHeaders.getRawHeaders(b"authorization")
     if not values or len(values) != 1:
         return None  # none, or two: nothing to trust
-    scheme, _, key = values[0].strip().partition(b" ")
-    key = key.strip()
-    return key if scheme.lower() == b"bearer" and key else None
+    key = bearer_credential(values[0].decode("latin-1"))
+    return None if key is None else key.encode("latin-1")
 
 
 class APIResource(Resource):

@@ -10,6 +10,8 @@ failed, never the token. See docs/configuration.md.
 """
 from __future__ import annotations
 
+import base64
+import binascii
 import math
 from typing import Any, Union
 
@@ -19,10 +21,13 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import (
     Encoding,
     PublicFormat,
+    load_der_private_key,
+    load_der_public_key,
     load_pem_public_key,
 )
 from zope.interface import implementer
 
+from .auth import hello_token
 from .errors import ConfigurationError, Unauthorized
 from .hmactokens import read_secret_file
 from .interfaces import IAuthenticator, IAuthRequest
@@ -89,10 +94,40 @@ def parse_key(data: bytes, source: str = "the JWT key") -> tuple[str, Key]:
     if data.startswith((b"ssh-", b"ecdsa-sha2-")):
         raise ConfigurationError(f"{source} is an OpenSSH public key; give it as PEM "
                                  "(ssh-keygen -e -m PKCS8 -f KEY.pub > PUBLIC.pem)")
+    if data.startswith((b"{", b"[")):
+        raise ConfigurationError(f"{source} looks like a JWK (JSON); give the key as PEM")
+    # A public key that is not PEM must never become an HS256 secret: anyone holding the
+    # public key could then sign tokens with it.
+    for der in (data, _base64(data)):
+        if der is not None and _is_der_key(der):
+            raise ConfigurationError(f"{source} holds a key in DER form (or PEM without its "
+                                     "BEGIN/END lines); give it as PEM (openssl pkey -pubin "
+                                     "-inform DER -in KEY.der -out PUBLIC.pem)")
     if len(data) < MIN_SECRET_BYTES:
         raise ConfigurationError(f"{source} is an HS256 secret of {len(data)} bytes; it needs "
                                  f"at least {MIN_SECRET_BYTES} (head -c 32 /dev/urandom | base64)")
     return "HS256", data
+
+
+def _base64(data: bytes) -> bytes | None:
+    try:
+        return base64.b64decode(b"".join(data.split()), validate=True)
+    except (binascii.Error, ValueError):
+        return None
+
+
+def _is_der_key(data: bytes) -> bool:
+    """Whether ``data`` is a DER public or private key."""
+    try:
+        load_der_public_key(data)
+        return True
+    except (ValueError, UnsupportedAlgorithm):
+        pass
+    try:
+        load_der_private_key(data, None)
+        return True
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        return False
 
 
 # PyJWT's refusals and what the client is told (the first that matches, so subclasses first).
@@ -121,13 +156,7 @@ def _reason(e: jwt.InvalidTokenError) -> str:
 def bearer_token(request: IAuthRequest) -> str:
     """The token of a hello: its ``auth`` (``{"token": ...}`` or the string), else the
     handshake's ``Authorization: Bearer`` header; Unauthorized without one."""
-    token = request.auth
-    if isinstance(token, dict):
-        token = token.get("token")
-    if token is None:
-        scheme, _, value = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() == "bearer":
-            token = value.strip()
+    token = hello_token(request)
     if token is None or token == "":
         raise Unauthorized("no token")
     if not isinstance(token, str):
@@ -182,6 +211,8 @@ class JWTAuthenticator:
                 issuer=self.issuer, leeway=self.leeway, options={"require": ["exp"]})
         except jwt.InvalidTokenError as e:
             raise Unauthorized(_reason(e)) from None  # PyJWT's text may quote the token
+        except jwt.PyJWTError:  # e.g. a key PyJWT will not use: nothing the client did
+            raise Unauthorized("token not accepted") from None
         return JWTPrincipal(claims)
 
     def authenticate(self, request: IAuthRequest) -> JWTPrincipal:

@@ -8,6 +8,7 @@ from twisted.internet.defer import Deferred, succeed
 from zope.interface import implementer
 
 from .interfaces import IBroker, IDeliverable
+from .store import memberships
 from .wire import presence_prefix
 
 
@@ -81,7 +82,7 @@ class MemoryBroker:
 
     def members(self) -> int:
         """Topic memberships held here."""
-        return sum(len(subscribers) for subscribers in self.topics.values())
+        return memberships(self.topics)
 
     def publish(self, topic: str, prefix: bytes) -> Deferred[None]:
         """Deliver to every subscriber now; each copy gets only its own seq stamped."""

@@ -45,6 +45,7 @@ if TYPE_CHECKING:
 # A peer that does not read its close line is dropped after this long, as the WebSocket
 # adapter drops one that does not finish the closing handshake.
 CLOSE_TIMEOUT = 5.0
+IDLE_POLL = 0.05  # seconds between checks for answers still due to a half-closed client
 # JSON's whitespace but the newline, which ends a line: a line of only these is blank
 _BLANK = b" \t\r"
 
@@ -111,6 +112,9 @@ class NDJSONProtocol(SendBacklog, Protocol):
     _partial: bytearray | None = None
     _closing = False  # the close line is written, or the client sends no more: input ignored
     _lost = False
+    # the client sent all it will (half-closed): answers still due are awaited, then close
+    _eof = False
+    _idle_check: IDelayedCall | None = None
     _close_timer: IDelayedCall | None = None
     _producing = False  # registered as the transport's producer
 
@@ -147,7 +151,7 @@ class NDJSONProtocol(SendBacklog, Protocol):
 
     def dataReceived(self, data: bytes) -> None:
         """Bytes from the client: each complete line is one message."""
-        if self._closing or not data:
+        if self._closing or self._eof or not data:
             return
         partial = self._partial
         if partial is not None:
@@ -215,9 +219,31 @@ class NDJSONProtocol(SendBacklog, Protocol):
 
     def readConnectionLost(self) -> None:
         """The client will send no more (it closed its half, e.g. socat at the end of its
-        input): a line it left unfinished is dropped unread; what was already written
-        reaches it, then the stream closes and the session stays resumable."""
+        input): a line it left unfinished is dropped unread; the answers still due to what
+        it sent (its welcome, its calls) are awaited, at most hello_timeout + call_timeout,
+        then the stream closes and the session stays resumable."""
         self._partial = None
+        self._eof = True
+        if self._closing:  # after our close line: the client has closed its half too
+            self._finish(linger=False)
+            return
+        settings = self.factory.service.settings
+        self._finishWhenAnswered(self.factory.reactor.seconds() + settings.hello_timeout
+                                 + settings.call_timeout)
+
+    def _finishWhenAnswered(self, deadline: float) -> None:
+        self._idle_check = None
+        if self._closing or self._lost:
+            return
+        connection = self._connection
+        reactor = self.factory.reactor
+        if connection is not None and connection.awaitingAnswers() \
+                and reactor.seconds() < deadline:
+            # rare (a script's input ended before its answers came): polled, not hooked
+            # into every reply
+            self._idle_check = reactor.callLater(IDLE_POLL, self._finishWhenAnswered,
+                                                 deadline)
+            return
         self._closing = True
         self._finish(linger=False)
 
@@ -229,9 +255,10 @@ class NDJSONProtocol(SendBacklog, Protocol):
         """The stream is gone: the session (if any) stays resumable; only bye ends it."""
         self._lost = self._closing = True
         self._partial = None
-        timer, self._close_timer = self._close_timer, None
-        if timer is not None and timer.active():
-            timer.cancel()
+        for timer in (self._close_timer, self._idle_check):
+            if timer is not None and timer.active():
+                timer.cancel()
+        self._close_timer = self._idle_check = None
         connection, self._connection = self._connection, None
         try:
             if connection is not None:

@@ -18,7 +18,7 @@ from twisted.python.failure import Failure
 
 from .log import logger
 from .metrics import REDIS_BUCKETS, ClusterStats, Histogram
-from .redislua import SCRIPTS, Script
+from .redislua import ADOPTED_FIELDS, SCRIPTS, Script
 from .redisurl import RedisAddress, node_name
 
 # what a node waits for when it starts, is down, or has come back and catches up
@@ -443,8 +443,8 @@ class RedisEngine(Service):
             if left < 0:
                 return  # it is alive after all
             entries = answer[1:]
-            total += len(entries) // 9
-            self.adoptions += len(entries) // 9
+            total += len(entries) // ADOPTED_FIELDS
+            self.adoptions += len(entries) // ADOPTED_FIELDS
             if entries:
                 self.adopted(entries)
             if left == 0:

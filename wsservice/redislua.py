@@ -284,7 +284,8 @@ return 1
 """
 
 # ARGV: prefix, sid, token hash, last_seq, node. nil (no such session, wrong token), or
-# {label, principal, meta, seq, topics, replay (a list; 0: a gap), token hash, presence member}.
+# {label, principal, meta, seq, topics, replay (a list; 0: a gap), token hash, presence member,
+# watched topics}.
 CLAIM = _COMMON + r"""
 local sid, me = ARGV[2], ARGV[5]
 local h = skey(sid)
@@ -305,7 +306,8 @@ if old ~= me then
 end
 redis.call('HSET', h, 'det', '')
 persist(h)
-return {f[2], f[3], f[4], seq, redis.call('SMEMBERS', h .. ':t'), replay, f[1], f[7] or ''}
+return {f[2], f[3], f[4], seq, redis.call('SMEMBERS', h .. ':t'), replay, f[1], f[7] or '',
+        redis.call('SMEMBERS', h .. ':w')}
 """
 
 # ARGV: prefix, sid, node, ttl ms, grace ms. Marks a session of this node detached (the
@@ -339,12 +341,18 @@ PRESENCE = _COMMON + r"""
 local topic = ARGV[2]
 local out = {}
 for _, node in ipairs(redis.call('SMEMBERS', P .. 'tn:' .. topic)) do
-  for _, m in ipairs(redis.call('SMEMBERS', tkey(node, topic))) do
+  local k = tkey(node, topic)
+  for _, m in ipairs(redis.call('SMEMBERS', k)) do
     if string.byte(m, 1) ~= 126 then  -- '~': a plain deliverable is no member
       local pm = redis.call('HGET', skey(m), 'pm')
-      if pm then out[#out + 1] = pm end
+      if pm then out[#out + 1] = pm
+      else leave(node, m, topic) end  -- its session expired in Redis: clean it up
     end
   end
+end
+local w = P .. 'pw:' .. topic
+for _, watcher in ipairs(redis.call('SMEMBERS', w)) do
+  if redis.call('EXISTS', skey(watcher)) == 0 then redis.call('SREM', w, watcher) end
 end
 return out
 """
@@ -363,7 +371,7 @@ return dead
 
 # ARGV: prefix, dead node, node, count, ttl ms, grace ms. Takes up to count sessions of a
 # node that stopped announcing: {left, sid, label, principal, meta, seq, ms left, topics
-# joined by newlines, token hash, presence member, ...}; {-1} when the node is alive after all.
+# joined by newlines, token hash, presence member, watched topics joined by newlines, ...}; {-1} when the node is alive after all.
 ADOPT = _COMMON + r"""
 local dead, me = ARGV[2], ARGV[3]
 if redis.call('EXISTS', P .. 'hb:' .. dead) == 1 then return {-1} end
@@ -386,8 +394,9 @@ for _, sid in ipairs(redis.call('SPOP', nkey(dead), tonumber(ARGV[4]))) do
     local left = det - now
     if left < 0 then left = 0 end
     local topics = redis.call('SMEMBERS', h .. ':t')
+    local watched = redis.call('SMEMBERS', h .. ':w')
     for _, v in ipairs({sid, f[3], f[4], f[5], f[6], left, table.concat(topics, '\n'), f[7],
-                        f[8] or ''}) do
+                        f[8] or '', table.concat(watched, '\n')}) do
       out[#out + 1] = v
     end
     taken[#taken + 1] = sid
@@ -405,19 +414,19 @@ return out
 
 # ARGV: prefix, node, replay_limit, replay_bytes, then per session: sid, token hash, label,
 # principal, meta, seq, diverged ('1'/'0'), topics joined by newlines, detached ('1'/'0'),
-# ttl ms, grace ms, presence member. After Redis came back: put each session of this node back as the node
+# ttl ms, grace ms, presence member, watched topics joined by newlines. After Redis came back: put each session of this node back as the node
 # has it. Per session: {'T'} taken by another node, or {seq, first seq kept, frames after the
 # node's seq...}.
 RESYNC = _COMMON + r"""
-local me = ARGV[2]
+local me, limit, maxb = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 local out = {}
 local i = 5
 while i <= #ARGV do
   local sid, tok, label, pr, meta = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
   local seq, diverged, topics = tonumber(ARGV[i + 5]), ARGV[i + 6] == '1', ARGV[i + 7]
   local detached, ttl, grace = ARGV[i + 8] == '1', tonumber(ARGV[i + 9]), tonumber(ARGV[i + 10])
-  local pm = ARGV[i + 11]
-  i = i + 12
+  local pm, watched = ARGV[i + 11], ARGV[i + 12]
+  i = i + 13
   local h = skey(sid)
   local owner = redis.call('HGET', h, 'node')
   local res
@@ -454,15 +463,35 @@ while i <= #ARGV do
         end
       end
       for _, t in ipairs(redis.call('SMEMBERS', h .. ':t')) do
-        if not want[t] then
+        if not want[t] then  -- left while Redis was away
+          unwatch(sid, t)
           redis.call('SREM', h .. ':t', t)
           leave(me, sid, t)
+          announce(sid, t, 'presence.leave', limit, maxb)
         end
       end
     end
     for t, _ in pairs(want) do
-      redis.call('SADD', h .. ':t', t)
-      join(me, sid, t)
+      if redis.call('SADD', h .. ':t', t) == 1 then
+        join(me, sid, t)
+        -- joined while Redis was away (Redis that lost everything has no watchers to tell)
+        if owner then announce(sid, t, 'presence.join', limit, maxb) end
+      else
+        join(me, sid, t)
+      end
+    end
+    local watching = {}
+    if watched ~= '' then
+      for t in string.gmatch(watched, '[^\n]+') do watching[t] = true end
+    end
+    for _, t in ipairs(redis.call('SMEMBERS', h .. ':w')) do
+      if not watching[t] then unwatch(sid, t) end
+    end
+    for t, _ in pairs(watching) do
+      if want[t] then
+        redis.call('SADD', P .. 'pw:' .. t, sid)
+        redis.call('SADD', h .. ':w', t)
+      end
     end
     if detached then
       if redis.call('HGET', h, 'det') == '' then redis.call('HSET', h, 'det', now_ms() + ttl) end
@@ -474,6 +503,7 @@ while i <= #ARGV do
   end
   out[#out + 1] = res
 end
+flush()
 return out
 """
 
@@ -507,6 +537,9 @@ LEAVE = _COMMON + r"""
 redis.call('DEL', P .. 'hb:' .. ARGV[2])
 return 1
 """
+
+
+ADOPTED_FIELDS = 10  # values per session in ADOPT's answer
 
 
 @dataclass(frozen=True)

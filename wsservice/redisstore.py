@@ -21,7 +21,8 @@ from .errors import ApplicationError
 from .interfaces import IBroker, IDeliverable, ISessionRecord, ISessionStore
 from .log import logger
 from .redisengine import SYNCING, UP, RedisEngine, RedisUnavailable
-from .store import Claim, member_of, token_hash
+from .redislua import ADOPTED_FIELDS
+from .store import Claim, member_of, memberships, token_hash
 
 GRACE_MS = 60_000  # Redis keeps a detached session this long past resume_ttl, for a node to end it
 _log = logger()
@@ -63,11 +64,12 @@ class RedisRecord:
     """One session's resumable state, kept in Redis; this node's mirror of it."""
 
     __slots__ = ("id", "label", "principal", "meta", "seq", "subscriptions", "_tok",
-                 "_expiry", "_store", "diverged", "detached", "member")
+                 "_expiry", "_store", "diverged", "detached", "member", "watching")
 
     def __init__(self, session_id: str, tok: bytes, label: str, principal: Any, meta: dict,
                  store: RedisSessionStore, seq: int = 0,
-                 subscriptions: Iterable[str] = (), member: bytes = b"") -> None:
+                 subscriptions: Iterable[str] = (), member: bytes = b"",
+                 watching: Iterable[str] = ()) -> None:
         self.id = session_id
         self.label = label
         self.principal = principal
@@ -75,6 +77,9 @@ class RedisRecord:
         # the session as presence lists it (JSON), made where the session was created: a
         # principal kept as JSON may have lost its publicName since
         self.member = member or orjson.dumps(member_of(session_id, principal, meta))
+        # the topics whose presence it hears (kept here too, to put back in a Redis that
+        # lost them)
+        self.watching: set[str] = set(watching)
         self.seq = seq  # the last seq this node knows of (Redis numbers every message)
         self.subscriptions: set[str] = set(subscriptions)
         self._tok = tok
@@ -106,8 +111,9 @@ class RedisRecord:
         self._store.engine.op(None, None, b"S", self.id, topic)
 
     def unsubscribe(self, topic: str) -> None:
-        """Forget a subscription."""
+        """Forget a subscription (and that its presence was heard)."""
         self.subscriptions.discard(topic)
+        self.watching.discard(topic)
         self._store.engine.op(None, None, b"U", self.id, topic)
 
     def _stop_expiry(self) -> None:
@@ -181,13 +187,13 @@ class RedisSessionStore:
         def claimed(answer: Any) -> Claim | None:
             if answer is None:
                 return None
-            label, pr, meta, seq, topics, replay, tok, member = answer
+            label, pr, meta, seq, topics, replay, tok, member, watched = answer
             record = self._records.get(session_id)
             if record is None:
                 record = RedisRecord(session_id, tok, label.decode(), decode_principal(pr),
                                      orjson.loads(meta), self,
                                      subscriptions={t.decode() for t in topics},
-                                     member=member)
+                                     member=member, watching={t.decode() for t in watched})
                 self._records[session_id] = record
             record._stop_expiry()
             record.detached = False
@@ -244,14 +250,16 @@ class RedisSessionStore:
     # -- adoption and resynchronisation --------------------------------------------------------
 
     def _adopted(self, entries: list[Any]) -> None:
-        for i in range(0, len(entries), 9):
-            sid, label, pr, meta, seq, left, topics, tok, member = entries[i:i + 9]
+        for i in range(0, len(entries), ADOPTED_FIELDS):
+            sid, label, pr, meta, seq, left, topics, tok, member, watched = \
+                entries[i:i + ADOPTED_FIELDS]
             session_id = sid.decode()
             if session_id in self._records:
                 continue
             record = RedisRecord(session_id, tok, label.decode(), decode_principal(pr),
                                  orjson.loads(meta), self, int(seq),
-                                 {t for t in topics.decode().split("\n") if t}, member)
+                                 {t for t in topics.decode().split("\n") if t}, member,
+                                 {t for t in watched.decode().split("\n") if t})
             self._records[session_id] = record
             self.adopt(record, int(left) / 1000)
 
@@ -275,7 +283,7 @@ class RedisSessionStore:
                 args += [r.id, r._tok, r.label, encode_principal(r.principal),
                          orjson.dumps(r.meta), r.seq, b"1" if r.diverged else b"0",
                          "\n".join(sorted(r.subscriptions)), b"1" if r.detached else b"0",
-                         ttl_ms, GRACE_MS, r.member]
+                         ttl_ms, GRACE_MS, r.member, "\n".join(sorted(r.watching))]
             answers = await engine.run("resync", engine.node, self.replay_limit,
                                        self.replay_bytes, *args)
             for record, answer in zip(chunk, answers):
@@ -368,8 +376,14 @@ class RedisBroker:
         """Push ``topic``'s joins and leaves to ``session`` (Redis announces them: a
         session of another node joining is heard here too), or stop."""
         if self._isSession(session):
-            self.engine.op(None, None, b"W", session.id,  # type: ignore[attr-defined]
-                           topic, b"1" if on else b"0")
+            record: RedisRecord = session._record  # type: ignore[attr-defined]
+            if on:
+                record.watching.add(topic)
+            elif topic in record.watching:
+                record.watching.discard(topic)
+            else:
+                return  # not watching it: nothing to tell Redis
+            self.engine.op(None, None, b"W", record.id, topic, b"1" if on else b"0")
 
     def presence(self, topic: str) -> Deferred[list]:
         """The members of ``topic`` on every node, from Redis."""
@@ -378,7 +392,7 @@ class RedisBroker:
 
     def members(self) -> int:
         """Topic memberships of this node's sessions."""
-        return sum(len(subscribers) for subscribers in self.topics.values())
+        return memberships(self.topics)
 
     def send(self, session_id: str, prefix: bytes, kind: str) -> Deferred[bool]:
         """Deliver to one session wherever it is (or into its replay buffer while it is

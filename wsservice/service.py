@@ -38,6 +38,8 @@ from .session import Link, Session
 from .store import Claim
 from .summary import Drain
 
+# a presence answer costs its asker one rate-limit token (one message) per this many members
+PRESENCE_MEMBERS_PER_TOKEN = 50
 _TOKEN_BYTES = 18  # 144 random bits each for session ids and tokens
 # what a handler returns when it answers at once (anything else may be a Deferred/coroutine)
 _PLAIN = frozenset({type(None), bool, int, float, str, list, dict, tuple})
@@ -655,8 +657,12 @@ class SessionService(Service):
                 self._log.failure("presence of a topic failed", failure)
             session.error(errors.INTERNAL, "presence is not available now; try again", None,
                           call_id)
-        self.presence(msg.topic).addCallbacks(
-            lambda members: session.reply(call_id, {"members": members}), failed)
+        def answer(members: list) -> None:
+            session.reply(call_id, {"members": members})
+            # the answer grows with the topic: a large one costs its asker more of its
+            # message rate, so asking again and again cannot keep the process busy
+            session.charge(len(members) / PRESENCE_MEMBERS_PER_TOKEN)
+        self.presence(msg.topic).addCallbacks(answer, failed)
 
     def presence(self, topic: str) -> Deferred[list]:
         """Who is in ``topic``, on every node: a Deferred of member dicts (``client``,

@@ -104,9 +104,18 @@ class Session:
         """True while a connection is attached (False while resumable or once ended)."""
         return self._link is not None
 
+    _member: dict[str, Any] | None = None  # made once, when first needed
+
     @property
     def member(self) -> dict[str, Any]:
-        """This session as presence lists it (client id, user, meta.public)."""
+        """This session as presence lists it (client id, user, meta.public), made once from
+        its principal and hello meta."""
+        member = self._member
+        if member is None:
+            member = self._member = self._makeMember()
+        return member
+
+    def _makeMember(self) -> dict[str, Any]:
         return member_of(self.id, self.principal, self.meta)
 
     @property
@@ -251,6 +260,11 @@ class Session:
         self._tokens = tokens - 1.0
         return True
 
+    def charge(self, tokens: float) -> None:
+        """Take ``tokens`` more from the rate-limit bucket (it may go below empty: the
+        messages after wait the longer) for a request whose answer cost more than one."""
+        self._tokens -= tokens
+
     def misbehaved(self) -> int:
         """Count one bad message; return how many there have been."""
         self._bad += 1
@@ -309,6 +323,10 @@ class Session:
     def running(self, call_id: wire.CallId) -> bool:
         """Whether the client's call ``call_id`` is still running."""
         return call_id in self._inflight
+
+    def busy(self) -> bool:
+        """Whether replies are still due to the client: calls of its still running."""
+        return bool(self._inflight)
 
     def callsRunning(self) -> int:
         """How many of the client's calls are still running."""

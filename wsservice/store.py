@@ -38,6 +38,11 @@ def member_of(session_id: str, principal: Any, meta: Any) -> dict[str, Any]:
     return {"client": public_id(session_id), "user": public_name(principal), "meta": public}
 
 
+def memberships(topics: dict[str, set[Any]]) -> int:
+    """How many topic memberships a broker's local subscribers hold (for metrics)."""
+    return sum(len(subscribers) for subscribers in topics.values())
+
+
 @dataclass(frozen=True)
 class Claim:
     """A session taken back for a resuming client: its record and what to send again."""

@@ -16,6 +16,9 @@ from . import errors
 MAX_NAME_LENGTH = 256
 MAX_ID_LENGTH = 128
 MAX_TOPIC_LENGTH = 256
+# what a member shows every other member of its topics (meta.public), as JSON: every
+# presence.join and .leave carries it to every watcher, so it stays small
+MAX_PUBLIC_META = 1024
 
 _loads = orjson.loads
 _dumps = orjson.dumps
@@ -222,8 +225,13 @@ def _hello(obj: dict) -> Hello:
             raise _bad("'resume' needs string 'session' and 'token'")
         resume = Resume(session, token, _seq(resume.get("last_seq"), "resume.last_seq"))
     meta = obj.get("meta")
-    if meta is not None and type(meta) is not dict:
-        raise _bad("'meta' must be an object")
+    if meta is not None:
+        if type(meta) is not dict:
+            raise _bad("'meta' must be an object")
+        public = meta.get("public")
+        if public is not None and len(_dumps(public)) > MAX_PUBLIC_META:
+            raise _bad(f"'meta.public' must be at most {MAX_PUBLIC_META} bytes of JSON (every "
+                       "member of your topics is sent it)")
     return Hello(obj.get("auth"), resume, meta)
 
 
@@ -373,8 +381,10 @@ def _exact(payload: bytes, obj: dict) -> dict:
                     and call_id not in big else None)
 
 
-def decode(payload: bytes, max_depth: int = 32) -> Message:
-    """Parse one text message; raise WireError (bad_json / bad_message) if it breaks the spec."""
+def load_object(payload: bytes, max_depth: int = 32) -> dict:
+    """A JSON object under the protocol's rules (UTF-8, nested at most ``max_depth``,
+    integers in 64 bits); WireError (invalid_utf8 / bad_json) otherwise. A message's first
+    step, and the HTTP API's reading of a body."""
     try:
         obj = _loads(payload)
     except _JSONDecodeError:
@@ -397,6 +407,12 @@ def decode(payload: bytes, max_depth: int = 32) -> Message:
         raise WireError(errors.BAD_JSON, f"nested deeper than {max_depth}")
     if marks > _QUICK_MARKS and _RUN in payload.translate(_DIGIT_CLASSES):
         obj = _exact(payload, obj)
+    return obj
+
+
+def decode(payload: bytes, max_depth: int = 32) -> Message:
+    """Parse one text message; raise WireError (bad_json / bad_message) if it breaks the spec."""
+    obj = load_object(payload, max_depth)
     kind = obj.get("type")
     parse = PARSERS.get(kind) if type(kind) is str else None
     if parse is None:
