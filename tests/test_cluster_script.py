@@ -23,14 +23,18 @@ HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
 
 class ClusterScript:
     """scripts/cluster.py (make cluster) running for a test: HAProxy on ``port``, the nodes
-    on ``node_port`` and the next one, Redis on ``redis_port``; killed on cleanup if the
+    on ``node_ports``, Redis on ``redis_port``; killed on cleanup if the
     test did not stop it."""
 
     def __init__(self, testcase: TestCase) -> None:
         self.testcase = testcase
-        self.port, self.node_port, self.redis_port = free_port(), free_port(), free_port()
-        while self.node_port + 1 in (self.port, self.redis_port):
-            self.node_port = free_port()
+        # each one free now (node_port + 1 need not be: hence --node-ports)
+        ports: list[int] = []
+        while len(ports) < 4:
+            port = free_port()
+            if port not in ports:
+                ports.append(port)
+        self.port, self.redis_port, *self.node_ports = ports
         self.workdir = tempfile.mkdtemp(prefix="wsservice-cluster-")
         testcase.addCleanup(shutil.rmtree, self.workdir, True)
         self.log = open(os.path.join(self.workdir, "out.log"), "wb")
@@ -47,7 +51,7 @@ class ClusterScript:
         """Start it and wait for its 'cluster ready' line."""
         self.proc = proc = subprocess.Popen(
             [sys.executable, os.path.join(ROOT, "scripts", "cluster.py"), "--port",
-             str(self.port), "--node-port", str(self.node_port), "--redis-port",
+             str(self.port), "--node-ports", ",".join(map(str, self.node_ports)), "--redis-port",
              str(self.redis_port), "--dir", self.workdir, "--fresh",
              "--twistd", os.path.join(os.path.dirname(sys.executable), "twistd")],
             stdout=self.log, stderr=subprocess.STDOUT)
@@ -83,7 +87,7 @@ class ClusterScriptTests(TestCase):
         self.assertTrue(os.path.exists(HAPROXY), "haproxy is not installed: make test's "
                         "system-deps step installs it (apt-get install haproxy)")
         cluster = await ClusterScript(self).start()
-        port, node_port, redis_port = cluster.port, cluster.node_port, cluster.redis_port
+        port, node_ports, redis_port = cluster.port, cluster.node_ports, cluster.redis_port
         workdir, output = cluster.workdir, cluster.output
         # four sessions through HAProxy: round robin puts them on both nodes
         nodes = set()
@@ -95,7 +99,7 @@ class ClusterScriptTests(TestCase):
             client.send({"type": "call", "id": 1, "method": "echo", "params": "hi"})
             self.assertEqual(await client.next(), {"type": "result", "id": 1, "result": "hi"})
             client.transport.loseConnection()
-        for i, p in enumerate((node_port, node_port + 1)):
+        for i, p in enumerate(node_ports):
             status, _, body = await wsclient.http(f"127.0.0.1:{p}", "/metrics")
             opened = [line for line in body.decode().splitlines()
                       if line.startswith("wsservice_sessions_opened_total")]
