@@ -484,10 +484,9 @@ class StreamEndTests(_InMemory):
         s = self.stream()
         s.hello()
 
-        def broken(payload: bytes) -> None:
+        def broken(session: Any, payload: bytes) -> None:
             raise RuntimeError("a bug below the adapter")
-        connection: Any = s.proto._connection
-        connection.received = broken
+        self.patch(self.service, "receive", broken)
         s.write(b'{"type":"ping"}\n')
         self.assertClosed(s, 1011)
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)

@@ -342,11 +342,10 @@ class MessageTests(_AdapterTest):
         client = await self.connect()
         await self.hello(client)
 
-        def boom(payload: bytes) -> None:
+        def boom(session: Any, payload: bytes) -> None:
             raise RuntimeError("boom")
 
-        [connection] = self.service.connections
-        connection.received = boom  # type: ignore[method-assign]
+        self.patch(self.service, "receive", boom)
         client.send({"type": "ping"})
         await self.closed_with(client, closecodes.CLOSE_INTERNAL_ERROR)
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)

@@ -120,27 +120,33 @@ class Connection:
             and session.isAttachedTo(self.link) and session.busy()
 
     def received(self, payload: bytes) -> None:
-        """One text message arrived."""
-        if self.state == OPEN:
-            session = self.session
-            assert session is not None
-            if not session.isAttachedTo(self.link):
-                # ended, closed by the server, or resumed elsewhere while closing
-                self.state = CLOSED
-                return
-            self.service.receive(session, payload)
-        elif self.state == AWAITING_HELLO:
-            self._firstMessage(payload)
-        elif self.state == AUTHENTICATING:
-            # held for after welcome, bounded in count and in bytes (one largest message)
-            settings = self.service.settings
-            self._pending_bytes += len(payload)
-            if len(self._pending) >= settings.max_pending_before_welcome \
-                    or self._pending_bytes > settings.max_message_size:
-                self._refuse(errors.NOT_REGISTERED, "too much sent before welcome",
-                             Close.PROTOCOL_VIOLATION)
-            else:
-                self._pending.append(payload)
+        """One text message arrived. A failure of ours while handling it (never a handler's:
+        those are answered) closes the connection 1011; the session stays resumable."""
+        try:  # (free in Python 3.11 unless something raises)
+            if self.state == OPEN:
+                session = self.session
+                assert session is not None
+                if not session.isAttachedTo(self.link):
+                    # ended, closed by the server, or resumed elsewhere while closing
+                    self.state = CLOSED
+                    return
+                self.service.receive(session, payload)
+            elif self.state == AWAITING_HELLO:
+                self._firstMessage(payload)
+            elif self.state == AUTHENTICATING:
+                # held for after welcome, bounded in count and in bytes (one largest message)
+                settings = self.service.settings
+                self._pending_bytes += len(payload)
+                if len(self._pending) >= settings.max_pending_before_welcome \
+                        or self._pending_bytes > settings.max_message_size:
+                    self._refuse(errors.NOT_REGISTERED, "too much sent before welcome",
+                                 Close.PROTOCOL_VIOLATION)
+                else:
+                    self._pending.append(payload)
+        except Exception:
+            if self.service.logs.admit(logflood.ADAPTER_FAILURE):
+                self._log.failure("unexpected failure handling a message; closing 1011")
+            self.close(Close.INTERNAL_ERROR, "internal error")
 
     def frame(self) -> None:
         """One more frame of a message still arriving: the session's rate limit counts it

@@ -201,12 +201,7 @@ class NDJSONProtocol(SendBacklog, Protocol):
         connection = self._connection
         if connection is None:
             return
-        try:
-            connection.received(line)
-        except Exception:
-            if self.factory.service.logs.admit(logflood.ADAPTER_FAILURE):
-                self._log.failure("unexpected failure handling a message; closing 1011")
-            self.close(Close.INTERNAL_ERROR, "internal error")
+        connection.received(line)  # (a failure of ours there closes 1011: Connection's)
 
     def _tooBig(self) -> None:
         self._partial = None

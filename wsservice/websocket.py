@@ -163,15 +163,12 @@ class WebSocketProtocol(WebSocketServerProtocol, SendBacklog):  # type: ignore[m
         connection = self._connection
         if connection is None:
             return
-        try:
-            if isBinary:
-                connection.binaryReceived()
-            else:
-                connection.received(payload)
-        except Exception:
-            if self.factory.service.logs.admit(logflood.ADAPTER_FAILURE):
-                self._log.failure("unexpected failure handling a message; closing 1011")
-            self.close(Close.INTERNAL_ERROR, "internal error")
+        # (a failure of ours handling it closes 1011: Connection guards that for every
+        # transport)
+        if isBinary:
+            connection.binaryReceived()
+        else:
+            connection.received(payload)
 
     # -- receiving a message, frame by frame -----------------------------------------------------
     #
