@@ -30,6 +30,36 @@ class MemoryStoreContractTests(StoreContract, TestCase):
         return "\n".join(parts)
 
 
+class MemoryRecordLayoutTests(TestCase):
+    """The memory record keeps frames without their seqs: the seqs are derived."""
+
+    def record(self, seqs: list[int]) -> Any:
+        store = MemorySessionStore(Clock())
+        store.create("sid", "token", "s1", None, {})
+        record = store.get("sid")
+        for seq in seqs:
+            record.append(seq, b"f%d" % seq)
+        return store, record
+
+    def test_seqs_derived(self) -> None:
+        store, record = self.record([1, 2, 3, 4])
+        record.ack(2)
+        self.assertEqual(record.kept(), [(3, b"f3"), (4, b"f4")])
+        self.assertEqual(store.kept_bytes, 4)
+        record.ack(9)  # past the last: everything is forgotten, nothing more
+        self.assertEqual((record.kept(), store.kept_bytes), ([], 0))
+
+    def test_gap_forgets_what_came_before_it(self) -> None:
+        """A seq that is not the next one (no Session makes that) starts the buffer anew: the
+        frames before it could not be replayed exactly across the gap."""
+        store, record = self.record([1, 2, 5, 6])
+        self.assertEqual(record.kept(), [(5, b"f5"), (6, b"f6")])
+        self.assertEqual(store.kept_bytes, 4)
+        self.assertIsNone(self.successResultOf(store.claim("sid", "token", 2)).replay)
+        claim = self.successResultOf(store.claim("sid", "token", 4))
+        self.assertEqual(claim.replay, [b"f5", b"f6"])
+
+
 class MemoryBrokerContractTests(BrokerContract, TestCase):
     """MemoryBroker keeps the broker contract."""
 

@@ -75,6 +75,8 @@ class ScopeTests(SynchronousTestCase):
     class Parser:
         """Stands for Autobahn's protocol: its parser calls ``parse`` with what it got."""
 
+        _small = False  # as before the connection is open: no small-frame reading
+
         def __init__(self, parse: Any) -> None:
             self._dataReceived = parse
 
@@ -272,6 +274,45 @@ class ChoiceTests(SynchronousTestCase):
         # what a newer Autobahn would look like: the parser no longer names the masker
         self.patch(autobahn_protocol.WebSocketProtocol, "processData", lambda self: None)
         self.assertIn("autobahn.websocket.protocol.create_xor_masker", fastpath.missing())
+
+
+class SmallReadProbeTests(SynchronousTestCase):
+    """The small-frame reader and the smaller send queue are probed like every other trick."""
+
+    def test_probe_sees_new_work_after_a_frame(self) -> None:
+        # a newer Autobahn whose frame end no longer restarts the ping timer where we look
+        self.patch(autobahn_protocol.WebSocketProtocol, "onFrameEnd", lambda self: None)
+        self.assertIn("WebSocketProtocol.data/current_frame/inside_message/"
+                      "_cancelAutoPingTimeoutCall", fastpath.missing())
+
+    def test_probe_sees_another_send_queue(self) -> None:
+        self.patch(autobahn_protocol.WebSocketProtocol, "_send", lambda self: None)
+        self.assertIn("WebSocketProtocol.send_queue (append/popleft/len)", fastpath.missing())
+
+    def test_send_queue(self) -> None:
+        queue = fastpath.SendQueue()
+        self.assertFalse(queue)
+        queue.append(1)
+        queue.append(2)
+        self.assertEqual((len(queue), queue.popleft(), list(queue)), (2, 1, [2]))
+
+    def test_send_queue_replaces_a_fresh_deque_only(self) -> None:
+        from collections import deque
+
+        class Base:
+            def _connectionMade(self) -> None:
+                self.send_queue: Any = deque([b"queued"]) if self.busy else deque()
+
+            def sendText(self, payload: bytes) -> None:
+                """Stands for the adapter's own sendText."""
+        cls = type("Fast", (Base,), {})
+        fastpath.install(cls)
+        fresh, busy = cls(), cls()
+        fresh.busy, busy.busy = False, True  # type: ignore[attr-defined]
+        fresh._connectionMade()  # type: ignore[attr-defined]
+        busy._connectionMade()  # type: ignore[attr-defined]
+        self.assertIs(type(fresh.send_queue), fastpath.SendQueue)  # type: ignore[attr-defined]
+        self.assertIs(type(busy.send_queue), deque)  # type: ignore[attr-defined]
 
 
 class FactoryTests(SynchronousTestCase):

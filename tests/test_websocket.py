@@ -26,7 +26,7 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import TestCase
 from zope.interface import implementer
 
-from wsservice import closecodes, errors
+from wsservice import closecodes, errors, fastpath
 from wsservice.config import Settings
 from wsservice.demo import DemoApp
 from wsservice.interfaces import IAuthenticator
@@ -207,7 +207,7 @@ class HandshakeTests(_AdapterTest):
         client = await self.connect({})
         self.assertIsNone(client.websocket_protocol_in_use)
         self.assertIsNone(self.servers[0].websocket_protocol_in_use)
-        self.assertNotIn("sec-websocket-protocol", self.servers[0].http_response_data.lower())
+        self.assertNotIn("sec-websocket-protocol", client.http_headers)  # the response's
         await self.hello(client)
 
     async def test_wrong_subprotocol(self) -> None:
@@ -709,6 +709,114 @@ class FrameWritingTests(_AdapterTest):
         await self.hello(client)
         client.send({"type": "call", "id": 1, "method": "echo", "params": "z" * 3000})
         self.assertEqual((await client.receive())["result"], "z" * 3000)
+
+
+def masked_frame(payload: bytes, opcode: int = 1, fin: bool = True, mask: bytes = b"\x9a\x3c\x07\xe1",
+                 extended: int | None = None) -> bytes:
+    """A client frame as RFC 6455 writes it (``extended``: force a 16-bit length field)."""
+    n = len(payload)
+    head = bytes([(0x80 if fin else 0) | opcode])
+    if extended is None and n < 126:
+        head += bytes([0x80 | n])
+    elif n < 65536:
+        head += bytes([0x80 | 126]) + n.to_bytes(2, "big")
+    else:
+        head += bytes([0x80 | 127]) + n.to_bytes(8, "big")
+    return head + mask + bytes(b ^ mask[i & 3] for i, b in enumerate(payload))
+
+
+def call_frame(call_id: int, params: Any) -> bytes:
+    return masked_frame(orjson.dumps({"type": "call", "id": call_id, "method": "echo",
+                                      "params": params}))
+
+
+class FrameReadingTests(_AdapterTest):
+    """Whatever way the client's frames are cut into reads, the same messages arrive: small
+    text frames (read by the fast path when it is on) mixed with what only Autobahn's parser
+    reads (pings, fragments, large frames, 16-bit lengths)."""
+
+    STREAM = (call_frame(1, "a")
+              + masked_frame(b"", opcode=9)  # a ping between two calls
+              + call_frame(2, "b" * 200)  # a 16-bit length
+              + call_frame(3, "c" * 5000)  # over the fast path's SMALL
+              + masked_frame(b'{"type":"call","id":4,', fin=False)  # a fragmented message
+              + masked_frame(b'"method":"echo","params":"d"}', opcode=0)
+              + call_frame(5, "")
+              + masked_frame(b'{"type":"call","id":6,"method":"echo","params":6}',
+                             mask=b"\0\0\0\0")
+              + call_frame(7, {"x": [1, "ž"]}))
+    EXPECTED = [(1, "a"), (2, "b" * 200), (3, "c" * 5000), (4, "d"), (5, ""), (6, 6),
+                (7, {"x": [1, "ž"]})]
+
+    async def replies(self, client: Client, count: int) -> list[tuple[Any, Any]]:
+        got = []
+        for _ in range(count):
+            reply = await client.receive()
+            got.append((reply["id"], reply["result"]))
+        return got
+
+    async def test_cut_anywhere(self) -> None:
+        for size in (1, 2, 3, 5, 7, 64, 127, 1000, len(self.STREAM)):
+            client = await self.connect()
+            await self.hello(client)
+            for i in range(0, len(self.STREAM), size):
+                client.transport.write(self.STREAM[i:i + size])
+            self.assertEqual(await self.replies(client, len(self.EXPECTED)), self.EXPECTED,
+                             f"in reads of {size} bytes")
+            client.dropConnection(abort=True)
+
+    async def test_who_reads_small_frames(self) -> None:
+        """With the fast path on, small frames are read by it, else by Autobahn."""
+        seen: list[bytes] = []
+        real = fastpath.receive_small
+
+        def receive_small(proto: Any, data: bytes) -> bytes:
+            seen.append(data)
+            return real(proto, data)
+        self.patch(fastpath, "receive_small", receive_small)
+        client = await self.connect()
+        await self.hello(client)
+        client.transport.write(call_frame(1, "x"))
+        self.assertEqual(await self.replies(client, 1), [(1, "x")])
+        self.assertEqual(bool(seen), self.factory.fast)
+
+    async def bad_frame(self, frame: bytes, code: int) -> None:
+        """A frame the fast path must not read is failed by Autobahn's own checks."""
+        client = await self.connect()
+        await self.hello(client)
+        client.transport.write(call_frame(1, "before") + frame + call_frame(2, "after"))
+        self.assertEqual(await self.replies(client, 1), [(1, "before")])
+        await self.closed_with_code(client, code)
+
+    async def test_not_minimal_length(self) -> None:
+        await self.bad_frame(masked_frame(b'{"type":"ping"}', extended=126),
+                             closecodes.CLOSE_PROTOCOL_ERROR)
+
+    async def test_unmasked(self) -> None:
+        await self.bad_frame(b"\x81\x0f" + b'{"type":"ping"}', closecodes.CLOSE_PROTOCOL_ERROR)
+
+    async def test_reserved_bit(self) -> None:
+        await self.bad_frame(b"\xc1" + masked_frame(b"{}")[1:], closecodes.CLOSE_PROTOCOL_ERROR)
+
+    async def test_too_big(self) -> None:
+        await self.bad_frame(masked_frame(b"x" * 9000), closecodes.CLOSE_TOO_BIG)
+
+    async def closed_with_code(self, client: Client, code: int) -> None:
+        """Closed with ``code``, and nothing after the bad frame was answered."""
+        wasClean, got, reason = await client.closed
+        self.assertEqual(got, code, reason)
+        self.assertEqual(client.messages, [])
+
+    settings = Settings(max_message_size=1024 * 8)
+
+
+class AutobahnPathFrameReadingTests(FrameReadingTests):
+    """The same reads with the fast path off: Autobahn's parser reads every frame."""
+
+    settings = Settings(max_message_size=1024 * 8, fast_path=False)
+
+    def test_fast_path_off(self) -> None:
+        self.assertFalse(self.factory.fast)
 
 
 class AutobahnPathMessageTests(MessageTests):

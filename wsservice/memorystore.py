@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import deque
-from typing import Any, Callable, Iterator
+from typing import AbstractSet, Any, Callable, Iterator
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -11,6 +11,11 @@ from zope.interface import implementer
 
 from .interfaces import ISessionRecord, ISessionStore
 from .store import Claim, token_hash, token_matches
+
+
+_NO_TOPICS: frozenset[str] = frozenset()
+# Shared by every record that has kept nothing yet; never appended to (append swaps it).
+_NONE_KEPT: deque[bytes] = deque(maxlen=0)
 
 
 @implementer(ISessionRecord)
@@ -27,10 +32,12 @@ class MemoryRecord:
         self.principal = principal
         self.meta = meta
         self.seq = 0
-        self.subscriptions: set[str] = set()
+        self.subscriptions: AbstractSet[str] = _NO_TOPICS  # a set of its own once subscribed
         self._token = token_hash(token)
-        # pushed frames kept for resume, oldest first: (seq, frame), and their total size
-        self._frames: deque[tuple[int, bytes]] = deque()
+        # pushed frames kept for resume, oldest first, and their total size. Seqs are
+        # consecutive, so the last frame's is ``seq`` and the first's is derived: no
+        # (seq, frame) tuple and no int per frame (they cost more than a small frame does)
+        self._frames: deque[bytes] = _NONE_KEPT  # a deque of its own from the first frame
         self._size = 0
         self._expiry: IDelayedCall | None = None
         # the store: its per-session limits, and the process-wide budget the frames count in
@@ -41,14 +48,23 @@ class MemoryRecord:
 
     def append(self, seq: int, frame: bytes) -> None:
         """Keep ``frame`` for replay, dropping the oldest past the limits (see ISessionRecord)."""
-        self.seq = seq
         frames = self._frames
-        frames.append((seq, frame))
-        store = self._store
+        if frames is _NONE_KEPT:
+            # an idle session never pushed to has no deque: its first block is ~700 bytes
+            frames = self._frames = deque()
         before = self._size
+        if seq != self.seq + 1 and frames:
+            # a gap (not made by this package's Session): what is kept cannot be replayed
+            # exactly across it, and the first frame's seq must stay derivable
+            frames.clear()
+            self._forgot(0)
+            before = 0
+        self.seq = seq
+        frames.append(frame)
+        store = self._store
         size = before + len(frame)
         while len(frames) > store.replay_limit or size > store.replay_bytes:
-            size -= len(frames.popleft()[1])
+            size -= len(frames.popleft())
         self._size = size
         # one sum per frame kept for the whole process's budget; trimming is rare
         kept = store.kept_bytes = store.kept_bytes + size - before
@@ -59,9 +75,12 @@ class MemoryRecord:
         """Forget every kept frame up to ``seq``."""
         frames = self._frames
         size = self._size
-        while frames and frames[0][0] <= seq:
-            size -= len(frames.popleft()[1])
-        self._forgot(size)
+        drop = len(frames) - (self.seq - seq)  # the kept frames whose seq is <= seq
+        if drop > 0:
+            popleft = frames.popleft
+            for _ in range(drop if drop < len(frames) else len(frames)):
+                size -= len(popleft())
+            self._forgot(size)
 
     def _forgot(self, size: int) -> None:
         """The kept frames now add up to ``size``: tell the store what was freed."""
@@ -76,7 +95,7 @@ class MemoryRecord:
         goal = size - wanted
         dropped = 0
         while frames and size > goal:
-            size -= len(frames.popleft()[1])
+            size -= len(frames.popleft())
             dropped += 1
         freed = self._size - size
         self._forgot(size)
@@ -84,15 +103,21 @@ class MemoryRecord:
 
     def subscribe(self, topic: str) -> None:
         """Remember a subscription."""
-        self.subscriptions.add(topic)
+        topics = self.subscriptions
+        if type(topics) is not set:
+            topics = self.subscriptions = set()  # an empty set costs 216 bytes: only now
+        topics.add(topic)
 
     def unsubscribe(self, topic: str) -> None:
         """Forget a subscription."""
-        self.subscriptions.discard(topic)
+        topics = self.subscriptions
+        if type(topics) is set:
+            topics.discard(topic)
 
     def kept(self) -> list[tuple[int, bytes]]:
         """The frames kept for replay, oldest first, with their seqs (for tests and tools)."""
-        return list(self._frames)
+        first = self.seq - len(self._frames) + 1
+        return list(enumerate(self._frames, first))
 
     @property
     def kept_bytes(self) -> int:
@@ -102,10 +127,10 @@ class MemoryRecord:
     def _after(self, last_seq: int) -> list[bytes] | None:
         if last_seq > self.seq:
             return None  # the client claims messages never sent: it cannot be exact
-        if last_seq < self.seq and not (self._frames and self._frames[0][0] <= last_seq + 1):
-            return None
+        if last_seq < self.seq and len(self._frames) < self.seq - last_seq:
+            return None  # the first frame after last_seq is no longer kept
         self.ack(last_seq)
-        return [frame for _, frame in self._frames]
+        return list(self._frames)
 
     def _stop_expiry(self) -> None:
         expiry, self._expiry = self._expiry, None
@@ -116,7 +141,7 @@ class MemoryRecord:
         self._stop_expiry()
         self._frames.clear()
         self._forgot(0)
-        self.subscriptions = set()
+        self.subscriptions = _NO_TOPICS
 
 
 @implementer(ISessionStore)

@@ -112,6 +112,8 @@ class WebSocketProtocol(WebSocketServerProtocol, SendBacklog):  # type: ignore[m
     # directly, this reactor turn's frames (fastpath.Corker), and whether the socket may be
     # sent to directly; never set without the fast path
     _plain = False
+    _small = False  # small frames are read by the fast path (fastpath.receive_small)
+    _small_limit = 0
     _batch: list[bytes] | None = None
     _batched = 0
     _direct = False
@@ -153,6 +155,7 @@ class WebSocketProtocol(WebSocketServerProtocol, SendBacklog):  # type: ignore[m
         # connection should not carry them for its whole life
         proto: Any = self  # Autobahn types these as never None; they are done with here
         proto.http_request_data = proto.http_headers = proto.http_request_params = None
+        proto.http_response_data = proto.http_status_line = None
         if self.factory.fast:
             fastpath.opened(self)
         self._connection = self.factory.service.connect(
