@@ -77,8 +77,11 @@ conformance: install $(BIN)/kosoku
 	$(BIN)/python conformance/run.py $(foreach c,$(CASES),--cases '$(c)') $(foreach c,$(UNIX_CASES),--unix-cases '$(c)')
 
 bench: install
-	@echo "==> installing the load generator's dependency (ws) into bench/node_modules"
+	@echo "==> installing the load generators' and the Node peer's dependencies (ws, socket.io, socket.io-client) into bench/node_modules"
 	cd bench && npm ci --silent
+	@echo "==> installing the python-socketio peer (the bench extra: python-socketio, uvicorn, websockets, uvloop) into $(VENV)"
+	$(BIN)/pip install --quiet '.[bench]'
+	@rm -rf build
 	@echo "==> benchmark: each server in turn, medians of 3 runs (about 10 minutes)"
 	cd bench && ../$(BIN)/python run.py $(ARGS)
 

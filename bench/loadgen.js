@@ -34,6 +34,7 @@
 //            `fill`, that many publications complete before the warm-up starts
 //   connect  K loops of: TCP connect, WebSocket handshake, hello, welcome, close 1000
 //   idle     connect B sessions, read RSS, connect N more, let them settle, read RSS again
+//   ndjson-call  `call` over an NDJSON stream (tcp://HOST:PORT or unix:PATH), on `net`
 //
 // Each run: connect, warm up, then a window bounded by `duration` seconds and `max_count`
 // messages; the server's CPU time is read at both edges of the window; then in-flight work is
@@ -866,9 +867,149 @@ async function idleWorkload() {
   };
 }
 
+// -- NDJSON: the session protocol as JSON lines (wsservice's --listen-ndjson) ---------------
+//
+// `ndjson-call`: the `call` workload over a plain stream, one JSON object per line: C
+// connections (`url` is tcp://HOST:PORT or unix:PATH), each says hello and waits for its
+// welcome (checked as on WebSocket), then keeps W `call echo` in flight with the same ~100 B
+// params; each result is checked by id and value like `call`'s. `net` and a line splitter of
+// its own keep the client cheap; the calls sent while handling one received chunk go out in
+// one write.
+
+function ndjsonTarget(url) {
+  if (url.startsWith('unix:')) return { path: url.slice('unix:'.length) };
+  const u = new URL(url);
+  return { host: u.hostname, port: Number(u.port) };
+}
+
+// One stream, hello sent and welcome checked: resolves with {sock, onLine, out, ...} (onLine
+// gets every later line, as a string without its '\n'; `out` is written after each chunk), or
+// with null.
+function openNdjson(t) {
+  return new Promise((resolve) => {
+    const c = { sock: null, onLine: null, out: '', rest: '', closing: false,
+                next: 0, oldest: 1, inflight: new Map() };
+    let welcomed = false, settled = false;
+    const done = (v) => { if (!settled) { settled = true; clearTimeout(timer); resolve(v); } };
+    const sock = net.connect(t);
+    c.sock = sock;
+    sock.setNoDelay(true);
+    sock.setEncoding('utf8'); // a character split between chunks is kept whole
+    const fail = (kind, detail) => {
+      error(kind, detail);
+      c.closing = true;
+      sock.destroy();
+      done(null);
+    };
+    const timer = setTimeout(() => fail('open_timeout', 'no welcome after 10 s'), 10000);
+    sock.on('connect', () => sock.write('{"type":"hello"}\n'));
+    sock.on('data', (chunk) => {
+      const text = c.rest ? c.rest + chunk : chunk;
+      let start = 0, end;
+      while ((end = text.indexOf('\n', start)) >= 0) {
+        const line = text.slice(start, end);
+        start = end + 1;
+        if (welcomed) {
+          if (c.onLine) c.onLine(line);
+          else error('unexpected_line', line.slice(0, 200));
+        } else {
+          let msg;
+          try { msg = JSON.parse(line); } catch (e) { msg = null; }
+          const bad = checkWelcome(msg);
+          if (bad) return fail('welcome', bad);
+          welcomed = true;
+          done(c);
+        }
+      }
+      c.rest = start < text.length ? text.slice(start) : '';
+      if (c.out) { sock.write(c.out); c.out = ''; }
+    });
+    sock.on('error', (e) => { if (!c.closing) fail('socket', String(e)); });
+    sock.on('close', () => {
+      if (!c.closing) error('unexpected_close', `stream closed (${welcomed ? 'after' : 'before'} the welcome)`);
+      c.closing = true;
+      done(null);
+    });
+  });
+}
+
+async function ndjsonCallWorkload() {
+  const C = cfg.connections, W = cfg.window;
+  const win = new Window();
+  const lat = new Latencies(Math.min(cfg.max_count + C * W, 4000000));
+  const t = ndjsonTarget(URL_);
+  let sending = true;
+  let inflightTotal = 0;
+
+  function send(c) {
+    const id = ++c.next;
+    c.inflight.set(id, now());
+    inflightTotal += 1;
+    c.out += `{"type":"call","id":${id},"method":"echo","params":${body(id)}}\n`;
+  }
+
+  function makeHandler(c) {
+    return (text) => {
+      // Fast path: the reply to the oldest call in flight, byte for byte (both servers write
+      // orjson with members in this order). Anything else is parsed and checked.
+      while (c.oldest <= c.next && !c.inflight.has(c.oldest)) c.oldest += 1;
+      let id = c.oldest, ok = true;
+      if (text !== `{"type":"result","id":${id},"result":${body(id)}}`) {
+        let msg;
+        try { msg = JSON.parse(text); } catch (e) { error('bad_json', text.slice(0, 100)); return; }
+        if (!msg || msg.type !== 'result' || !c.inflight.has(msg.id)) {
+          error('unexpected_reply', text.slice(0, 200));
+          return;
+        }
+        id = msg.id;
+        if (Object.keys(msg).length !== 3 || JSON.stringify(msg.result) !== body(id)) {
+          error('wrong_result', text.slice(0, 200));
+          ok = false; // answered (not in flight any more), but not counted
+        }
+      }
+      const sent = c.inflight.get(id);
+      c.inflight.delete(id);
+      inflightTotal -= 1;
+      if (ok && win.open) {
+        lat.add(now() - sent);
+        if (++win.count >= cfg.max_count) win.stop();
+      }
+      if (sending) send(c);
+    };
+  }
+
+  const conns = new Array(C);
+  let next = 0;
+  async function opener() {
+    while (next < C) {
+      const i = next++;
+      conns[i] = await openNdjson(t);
+    }
+  }
+  await Promise.all(Array.from({ length: Math.min(50, C) }, opener));
+  const closeConns = () => {
+    for (const c of conns) if (c) { c.closing = true; c.sock.destroy(); }
+  };
+  if (conns.some((c) => !c)) { closeConns(); return { fatal: 'could not open every connection' }; }
+  for (const c of conns) {
+    c.onLine = makeHandler(c);
+    for (let k = 0; k < W; k++) send(c);
+    c.sock.write(c.out);
+    c.out = '';
+  }
+  await measure(win);
+  sending = false;
+  if (!(await until(() => inflightTotal === 0, cfg.drain_timeout))) {
+    error('unanswered', `${inflightTotal} calls unanswered ${cfg.drain_timeout} s after the window`);
+  }
+  closeConns();
+  return { ...win.result('call'), ...lat.summary() };
+}
+
 // -- main -------------------------------------------------------------------------------------
 
 const WORKLOADS = {
+  'ndjson-call': ndjsonCallWorkload,
   call: callWorkload, event: eventWorkload, fanout: fanoutWorkload,
   connect: connectWorkload, idle: idleWorkload,
 };

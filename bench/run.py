@@ -16,6 +16,8 @@ then stops the server with SIGTERM. Servers:
 - no-fast-path: the same with ``--no-fast-path`` (Autobahn's public send and receive paths).
 - baseline: ``bench/baseline_autobahn.py``, a bare Autobahn/Twisted JSON echo server (orjson,
   prepared-message broadcast for topics, no session layer), same two listeners.
+- the peers (``bench/peers.py``; ``--no-peers`` leaves them out): Node socket.io and
+  python-socketio on uvicorn, for call, fanout and idle only, driven by ``sioloadgen.js``.
 
 Then the cluster workloads (``--only cluster``), in turns on one wsservice ("single") and on a
 cluster ("cluster"): a fresh redis-server (loopback, a free port, no persistence) and two
@@ -47,6 +49,8 @@ import tempfile
 import time
 from typing import Any, Callable
 
+import peers  # the socket.io peers (bench/peers.py)
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 VENV_BIN = os.path.join(ROOT, ".venv", "bin")
@@ -66,11 +70,14 @@ def venv(name: str) -> str:
 
 class ServerSpec:
     def __init__(self, name: str, kind: str, command: Callable[[str, str], list[str]],
-                 ready: str | None = None) -> None:
+                 ready: str | None = None, workloads: frozenset[str] | None = None,
+                 loadgen: str = LOADGEN) -> None:
         self.name = name
         self.kind = kind
         self.command = command
         self.ready = ready  # a log line (regex) that must also appear before the server is used
+        self.workloads = workloads  # the workloads it runs (None: every one)
+        self.loadgen = loadgen  # the load generator that drives it
 
 
 def wsservice_command(tcp: str, unix: str) -> list[str]:
@@ -92,12 +99,13 @@ def baseline_command(tcp: str, unix: str) -> list[str]:
     return [venv("python"), BASELINE, "--listen", tcp, "--listen", unix]
 
 
-# wsservice first (the targets are its), the baseline last (every ratio is to it)
+# wsservice first (the targets are its), then the baseline (every other ratio is to it), then
+# the peers (wsservice's ratio to each)
 SERVERS = [
     ServerSpec("wsservice", "wsservice", wsservice_command),
     ServerSpec("no-fast-path", "wsservice", slow_path_command),
     ServerSpec("baseline", "baseline", baseline_command),
-]
+] + peers.specs(ServerSpec)  # socket.io (node), python-socketio: call, fanout, idle only
 
 
 class Running:
@@ -243,7 +251,7 @@ WORKLOADS = [
              dict(sessions=5000, warm_sessions=200, concurrency=100, settle=1.0),
              dict(sessions=1000, warm_sessions=100, settle=0.5),
              [Figure("kib_per_session", "server RSS KiB / idle session", "{:.1f}", "lower",
-                     "≤ 12 KiB", value_at_most(12.0)),
+                     "≤ 8 KiB", value_at_most(8.0)),
               Figure("server_us_per_open", "server CPU µs / session opened", "{:.0f}",
                      "lower")]),
 ]
@@ -458,7 +466,7 @@ def load_params(workload: Any, args: argparse.Namespace) -> dict:
 
 
 def drive(config: dict, args: argparse.Namespace, pins: tuple[list[str], list[str], str],
-          on_window: Callable[[], Any] | None = None) -> dict:
+          on_window: Callable[[], Any] | None = None, script: str = LOADGEN) -> dict:
     """Run the load generator (pinned) with ``config``; its JSON result. ``on_window()`` is
     called when the measured window opens (the load generator says so on stderr)."""
     budget = 120.0 + config.get("warmup", 0) + config.get("duration", 0) \
@@ -466,14 +474,14 @@ def drive(config: dict, args: argparse.Namespace, pins: tuple[list[str], list[st
     config = dict(config, timeout=budget, announce_window=on_window is not None)
     if on_window is None:
         try:
-            out = subprocess.run(pins[1] + [args.node, LOADGEN, json.dumps(config)],
+            out = subprocess.run(pins[1] + [args.node, script, json.dumps(config)],
                                  capture_output=True, text=True, timeout=budget + 15, cwd=HERE)
         except subprocess.TimeoutExpired:
             return {"fatal": "loadgen timed out", "errors": 1, "examples": []}
         stdout, stderr, returncode = out.stdout, out.stderr, out.returncode
     else:
         import threading
-        proc = subprocess.Popen(pins[1] + [args.node, LOADGEN, json.dumps(config)],
+        proc = subprocess.Popen(pins[1] + [args.node, script, json.dumps(config)],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                 cwd=HERE)
         errs: list[str] = []
@@ -588,7 +596,7 @@ def run_once(workload: Workload, spec: ServerSpec, args: argparse.Namespace,
         server.wait_listening()
         url = server.unix_url if workload.transport == "unix" else server.tcp_url
         result = drive(dict(params, workload=workload.loadgen, url=url, pid=server.pid,
-                            server_kind=spec.kind), args, pins)
+                            server_kind=spec.kind), args, pins, script=spec.loadgen)
     except Exception as e:  # a server that does not start counts as a failed run
         result = {"fatal": str(e), "errors": 1, "examples": []}
     finally:
@@ -697,29 +705,34 @@ def cluster_headline(result: dict, workload: ClusterWorkload) -> str:
 
 def table(results: dict, workloads: list[Workload], runs: int) -> list[str]:
     names = [s.name for s in SERVERS]
-    base = names[-1]
+    base = next(s.name for s in SERVERS if s.kind == "baseline")
+    pairs = peers.ratio_pairs(names, base)  # (numerator, denominator) of each ratio column
     lines = ["| workload | figure | " + " | ".join(names) + " | "
-             + " | ".join(f"ratio {n}/{base}" for n in names[:-1]) + " | target | met |",
-             "| --- | --- | " + "---: | " * (2 * len(names) - 1) + "--- | --- |"]
-    blank = " |" * (len(names) - 1)
+             + " | ".join(f"ratio {a}/{b}" for a, b in pairs) + " | target | met |",
+             "| --- | --- | " + "---: | " * (len(names) + len(pairs)) + "--- | --- |"]
+    blank = " |" * len(pairs)
     for w in workloads:
         per = {name: results.get((w.name, name), []) for name in names}
         first = True
         for f in w.figures:
-            values = [median([r.get(f.key) for r in per[name] if not r.get("fatal")])
-                      for name in names]
-            b = values[-1]
-            ratios = [v / b if v is not None and b else None for v in values[:-1]]
-            a, ratio = values[0], ratios[0]
+            value = {name: median([r.get(f.key) for r in per[name] if not r.get("fatal")])
+                     for name in names}
+            ratios = [value[a] / value[b] if value[a] is not None and value[b] else None
+                      for a, b in pairs]
+            a, b, ratio = value[names[0]], value[base], ratios[0]
             met = ""
             if f.check is not None:
                 verdict = None if a is None or ratio is None else f.check(a, b, ratio)
                 met = ("?" if verdict is None else "yes" if verdict is True
                        else "**no**" if verdict is False else str(verdict))
+            target, vs_peer = f.target, peers.target(w.name, f.key, a, value)
+            if vs_peer:  # issue 13's targets against a peer, beside the figure's own
+                target = "; ".join(t for t in (target, vs_peer[0]) if t)
+                met = "; ".join(m for m in (met, vs_peer[1]) if m)
             lines.append(f"| {w.title if first else ''} | {f.label} | "
-                         + " | ".join(fmt(f, v) for v in values) + " | "
+                         + " | ".join(fmt(f, value[name]) for name in names) + " | "
                          + " | ".join("-" if r is None else f"{r:.2f}" for r in ratios)
-                         + f" | {f.target} | {met} |")
+                         + f" | {target} | {met} |")
             first = False
         if w.loadgen in ("call", "event", "fanout", "connect"):
             cpu = []
@@ -730,10 +743,12 @@ def table(results: dict, workloads: list[Workload], runs: int) -> list[str]:
             lines.append("| | CPU busy: server / loadgen | " + " | ".join(cpu) + " |"
                          + blank + " | |")
         cells = []
-        for name in names:
+        for spec in SERVERS:
+            name = spec.name
             errs = sum(r.get("errors", 0) for r in per[name])
             counted = len([r for r in per[name] if not r.get("fatal")])
-            cells.append(f"{errs} ({counted}/{runs})")
+            runs_it = spec.workloads is None or w.name in spec.workloads
+            cells.append(f"{errs} ({counted}/{runs})" if runs_it else "-")
         lines.append("| | errors (runs ok) | " + " | ".join(cells) + " |" + blank + " | |")
     return lines
 
@@ -813,7 +828,8 @@ def environment(pins: tuple[list[str], list[str], str], args: argparse.Namespace
         f"machine: {os.cpu_count()} CPUs ({model}), {platform.system()} {platform.release()}, "
         f"load average at start {os.getloadavg()[0]:.2f}",
         f"pinning: {pins[2]}",
-        f"servers: {py}; load generator: node {version([args.node, '--version'])}, ws {ws}",
+        f"servers: {py}{peers.versions(args, SERVERS, version)}; "
+        f"load generator: node {version([args.node, '--version'])}, ws {ws}",
         f"runs: {args.runs} per server per workload, in turns; figures are medians"
         + (" (--quick: 1 short run, not a measurement)" if args.quick else ""),
     ]
@@ -843,13 +859,17 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--only", action="append", default=[], metavar="WORKLOAD",
                    help="run only this workload (repeatable, or comma-separated): "
                         + ", ".join(w.name for w in WORKLOADS + CLUSTER_WORKLOADS)  # type: ignore
+                        + ", " + ", ".join(ndjson_bench.NAMES + workers_bench.NAMES)
                         + "; or a group: single (the first ones), cluster (the cluster-* ones)")
     p.add_argument("--redis-server", default=shutil.which("redis-server") or
                    "/usr/bin/redis-server", help="redis-server executable (cluster workloads)")
     p.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
+    p.add_argument("--no-peers", action="store_true", help="leave out the socket.io peers "
+                   "(Node socket.io, python-socketio: call, fanout and idle)")
     p.add_argument("--profile", metavar="DIR", help="cluster runs: py-spy on each node (pip "
                    "install py-spy into .venv) and perf on redis-server over the window, into "
-                   "DIR (the profilers disturb the figures: not for measuring)")
+                   "DIR; ndjson runs: py-spy on each server (the profilers disturb the "
+                   "figures: not for measuring)")
     p.add_argument("--node", default=shutil.which("node") or "node", help="node executable")
     p.add_argument("--json", metavar="PATH", help="also write every run's raw figures here")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -860,6 +880,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     groups = {"single": [w.name for w in WORKLOADS],
               "cluster": [w.name for w in CLUSTER_WORKLOADS]}
     known = {w.name for w in WORKLOADS} | {w.name for w in CLUSTER_WORKLOADS}
+    known |= set(ndjson_bench.NAMES) | set(workers_bench.NAMES)
     for n in names:
         if n not in known and n not in groups:
             p.error(f"unknown workload {n!r}; known: {', '.join(sorted(known | set(groups)))}")
@@ -889,12 +910,18 @@ def main(argv: list[str]) -> int:
     if not os.path.exists(venv("twistd")):
         print(f"{venv('twistd')} is missing: run `make install` first", file=sys.stderr)
         return 2
+    missing = peers.use(args, SERVERS)  # drops the peers when they have nothing to do
+    if missing:
+        print(missing, file=sys.stderr)
+        return 2
     raise_nofile(16384)
     if args.profile:
         os.makedirs(args.profile, exist_ok=True)
     pins = pinning(args)
     workloads = [w for w in WORKLOADS if not args.only or w.name in args.only]
     cluster_workloads = [w for w in CLUSTER_WORKLOADS if not args.only or w.name in args.only]
+    ndjson_workloads = ndjson_bench.selected(args)
+    workers_workloads = workers_bench.selected(args)
     env = environment(pins, args)
     if cluster_workloads:
         if not os.access(args.redis_server, os.X_OK):
@@ -920,6 +947,8 @@ def main(argv: list[str]) -> int:
         for w in workloads:
             for run in range(1, args.runs + 1):
                 for spec in SERVERS:
+                    if spec.workloads is not None and w.name not in spec.workloads:
+                        continue  # a peer without this workload: "-" in the table
                     n += 1
                     r = run_once(w, spec, args, pins, workdir, n)
                     results.setdefault((w.name, spec.name), []).append(r)
@@ -928,6 +957,8 @@ def main(argv: list[str]) -> int:
                           f"{spec.name:9}  {headline(r, w)}", flush=True)
                     for example in r.get("examples", [])[:5]:
                         print(f"    error: {example}", flush=True)
+        n = ndjson_bench.run_all(ndjson_workloads, args, pins, workdir, n, results, raw)
+        n = workers_bench.run_all(workers_workloads, args, pins, workdir, n, results, raw)
         for cw in cluster_workloads:
             for run in range(1, args.runs + 1):
                 for setup in CLUSTER_SETUPS:
@@ -951,6 +982,13 @@ def main(argv: list[str]) -> int:
     if workloads:
         for line in table(results, workloads, args.runs):
             print(line)
+    if ndjson_workloads:
+        if workloads:
+            print()
+        for line in ndjson_bench.table(results, ndjson_workloads, args.runs):
+            print(line)
+        if cluster_workloads and not workloads:
+            print()  # (the cluster part's own blank line follows the first table only)
     if cluster_workloads:
         if workloads:
             print()
@@ -971,6 +1009,11 @@ def main(argv: list[str]) -> int:
             json.dump({"environment": env, "runs": raw}, f, indent=1)
     return 1 if total_errors else 0
 
+
+# the NDJSON workload (its own servers and table) uses this module's helpers: as `run`, this
+# module, not a second copy of it
+sys.modules.setdefault("run", sys.modules[__name__])
+import ndjson_bench  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))
