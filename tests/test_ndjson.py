@@ -30,7 +30,7 @@ from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from wsservice import ApplicationError, Settings, SessionService
+from wsservice import ApplicationError, Settings, SessionService, fastpath
 from wsservice.demo import DemoApp
 from wsservice.ndjson import CLOSE_TIMEOUT, NDJSONFactory, close_line, keep_alive, peer_of
 
@@ -239,6 +239,58 @@ class FramingTests(_InMemory):
         self.assertEqual(line.count(b"\n"), 1)
         self.assertEqual(orjson.loads(line), {"type": "close", "code": 4000,
                                               "reason": "two\nlines"})
+
+
+class WriteBatchingTests(_InMemory):
+    """What one read is answered with goes out in one write; large answers do not wait."""
+
+    def writes(self, s: Stream) -> list[bytes]:
+        written: list[bytes] = []
+        write = s.transport.write
+
+        def counting(data: bytes) -> None:
+            written.append(data)
+            write(data)
+        s.transport.write = counting  # type: ignore[method-assign]
+        return written
+
+    def test_one_write_per_read(self) -> None:
+        s = self.stream()
+        s.hello()
+        written = self.writes(s)
+        s.write(b"".join(orjson.dumps({"type": "call", "id": i, "method": "echo",
+                                       "params": i}) + b"\n" for i in range(5)))
+        self.assertEqual(len(written), 1)
+        self.assertEqual([m["result"] for m in s.messages()], list(range(5)))
+
+    def test_answers_after_the_read_go_at_once(self) -> None:
+        s = self.stream()
+        s.hello()
+        written = self.writes(s)
+        s.send({"type": "call", "id": 1, "method": "sleep", "params": {"seconds": 1}})
+        self.assertEqual(written, [])
+        self.clock.advance(1)
+        self.assertEqual(len(written), 1)
+        self.assertEqual(s.messages()[0]["id"], 1)
+
+    def test_large_answers_are_not_held(self) -> None:
+        s = self.stream()
+        s.hello()
+        written = self.writes(s)
+        big = "x" * 900  # SETTINGS allow 1000-byte messages
+        s.write(b"".join(orjson.dumps({"type": "call", "id": i, "method": "echo",
+                                       "params": big}) + b"\n" for i in range(80)))
+        self.assertGreaterEqual(len(written), 2)  # flushed past fastpath.MAX_BATCH
+        self.assertTrue(all(len(w) <= fastpath.MAX_BATCH + 1000 for w in written))
+        self.assertEqual([m["id"] for m in s.messages()], list(range(80)))
+
+    def test_close_line_comes_after_the_answers_before_it(self) -> None:
+        s = self.stream()
+        s.hello()
+        s.write(orjson.dumps({"type": "call", "id": 1, "method": "echo", "params": 1})
+                + b"\n" + b"x" * (self.service.settings.max_message_size + 2) + b"\n")
+        got = s.messages()
+        self.assertEqual((got[0]["id"], got[-1]["type"]), (1, "close"))
 
 
 class LineLimitTests(_InMemory):

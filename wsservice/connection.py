@@ -126,7 +126,7 @@ class Connection:
             if self.state == OPEN:
                 session = self.session
                 assert session is not None
-                if not session.isAttachedTo(self.link):
+                if session._link is not self.link:  # isAttachedTo, inline: per message
                     # ended, closed by the server, or resumed elsewhere while closing
                     self.state = CLOSED
                     return

@@ -23,13 +23,14 @@ from twisted.internet.interfaces import (
     IListeningPort,
     IPushProducer,
     IReactorTime,
+    IStreamServerEndpoint,
 )
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.protocols.policies import ProtocolWrapper
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from . import logflood
+from . import fastpath, logflood
 from .backlog import SendBacklog
 from .closecodes import CLOSE_TRY_AGAIN_LATER, code_of
 from .connection import Connection
@@ -117,6 +118,11 @@ class NDJSONProtocol(SendBacklog, Protocol):
     _idle_check: IDelayedCall | None = None
     _close_timer: IDelayedCall | None = None
     _producing = False  # registered as the transport's producer
+    # the lines answered while one read is handled, written together after it (one write,
+    # not one per line); None outside dataReceived
+    _out: list[bytes] | None = None
+    _gathered = 0  # bytes in _out
+    _direct = False  # a plain TCP/unix socket, written straight to (fastpath.send_now)
 
     def _transport(self) -> Any:
         """The TCP, unix or TLS transport (set before connectionMade; IConsumer too)."""
@@ -140,6 +146,7 @@ class NDJSONProtocol(SendBacklog, Protocol):
             return
         self._counted = host
         keep_alive(transport, factory.keepalive)
+        self._direct = factory.fast and fastpath.can_send_directly(transport)
         try:
             transport.registerProducer(self, True)
             self._producing = True
@@ -150,9 +157,17 @@ class NDJSONProtocol(SendBacklog, Protocol):
     # -- lines in --------------------------------------------------------------------------------
 
     def dataReceived(self, data: bytes) -> None:
-        """Bytes from the client: each complete line is one message."""
+        """Bytes from the client: each complete line is one message; what they are answered
+        with at once goes out in one write."""
         if self._closing or self._eof or not data:
             return
+        self._out = []
+        try:
+            self._lines(data)
+        finally:
+            self._flush()
+
+    def _lines(self, data: bytes) -> None:
         partial = self._partial
         if partial is not None:
             # checked before it grows: a line's start is kept only while it may still be
@@ -191,13 +206,15 @@ class NDJSONProtocol(SendBacklog, Protocol):
         return size > limit + 1 or size == limit + 1 and last != 13
 
     def _line(self, line: bytes) -> None:
-        if line[-1:] == b"\r":  # shells and telnet end lines with \r\n
+        if line.endswith(b"\r"):  # shells and telnet end lines with \r\n
             line = line[:-1]
         if len(line) > self.factory.max_message_size:
             self._tooBig()
             return
-        if not line.strip(_BLANK):
-            return  # a blank line (Enter pressed in a shell) is no message: ignored
+        # a blank line (Enter pressed in a shell) is no message: ignored (a message starts
+        # with '{' nearly always, which spares the copy strip() makes)
+        if not line.startswith(b"{") and not line.strip(_BLANK):
+            return
         connection = self._connection
         if connection is None:
             return
@@ -282,12 +299,32 @@ class NDJSONProtocol(SendBacklog, Protocol):
         pushes for replay)."""
         if self._closing:
             return
-        line = payload + b"\n"
+        out = self._out
+        if out is not None and not self._paused:
+            out.append(payload)
+            out.append(b"\n")
+            self._gathered += len(payload) + 1
+            if self._gathered > fastpath.MAX_BATCH:
+                self._flush(again=True)  # large bursts go at once, under backpressure
+        else:
+            self._write(payload + b"\n")
+
+    def _flush(self, again: bool = False) -> None:
+        out = self._out
+        self._out = [] if again else None
+        self._gathered = 0
+        if out:
+            self._write(b"".join(out))
+
+    def _write(self, data: bytes) -> None:
         # written first, counted after: closing for a slow consumer writes the close line,
         # which must be the last line
-        self._transport().write(line)
+        if self._direct and not self._paused:
+            fastpath.send_now(self._transport(), data)
+        else:
+            self._transport().write(data)
         if self._paused:
-            self._count_backlog(len(line))
+            self._count_backlog(len(data))
 
     def close(self, reason: Close | int, text: str) -> None:
         """Write the close line with protocol.md's code for ``reason``, then close."""
@@ -302,6 +339,7 @@ class NDJSONProtocol(SendBacklog, Protocol):
     def _closeWith(self, code: int, text: str) -> None:
         if self._closing:
             return
+        self._flush()  # the lines answered before it go first
         self._closing = True
         self._partial = None
         self._transport().write(close_line(code, text))
@@ -349,6 +387,7 @@ class NDJSONFactory(Factory):
         self.max_message_size = settings.max_message_size
         self.max_send_queue = settings.max_send_queue
         self.keepalive = settings.heartbeat
+        self.fast = fastpath.choose(settings.fast_path)  # (said once, for both adapters)
 
 
 def describe(port: IListeningPort, description: str, secure: bool = False) -> str:
@@ -379,9 +418,10 @@ class NDJSONListener(ListenerService):
     kind = "NDJSON"  # the start-up summary's word for what it serves
 
     def __init__(self, description: str, factory: Factory | Callable[[], Factory],
-                 reactor: IReactorTime | None = None) -> None:
+                 reactor: IReactorTime | None = None,
+                 endpoint: IStreamServerEndpoint | None = None) -> None:
         try:
-            super().__init__(description, factory, reactor)
+            super().__init__(description, factory, reactor, endpoint=endpoint)
         except ListenError as e:
             raise NDJSONListenError(e.description, e.problem) from e
 
@@ -398,8 +438,9 @@ class NDJSONListener(ListenerService):
 
 
 def listener(service: SessionService, description: str,
-             reactor: IReactorTime | None = None) -> NDJSONListener:
+             reactor: IReactorTime | None = None,
+             endpoint: IStreamServerEndpoint | None = None) -> NDJSONListener:
     """An NDJSON listener for ``service`` on ``description`` (its factory is built when it
-    starts listening)."""
+    starts listening); with ``endpoint`` (a --workers worker's socket) it listens there."""
     return NDJSONListener(description, lambda: NDJSONFactory(service, description, reactor),
-                          reactor)
+                          reactor, endpoint)

@@ -240,6 +240,13 @@ def _event(obj: dict) -> Event:
 
 
 def _call(obj: dict) -> Call:
+    # the checks of _id and _name inline (the hot path: one call per request), and theirs
+    # when one fails, for their errors
+    call_id = obj.get("id")
+    method = obj.get("method")
+    if (type(call_id) is int or type(call_id) is str and len(call_id) <= MAX_ID_LENGTH) \
+            and type(method) is str and 0 < len(method) <= MAX_NAME_LENGTH:
+        return Call(call_id, method, obj.get("params"))
     call_id = _id(obj)
     try:
         method = _name(obj, "method")
