@@ -997,6 +997,11 @@ def main(argv: list[str]) -> int:
         print()
         for line in cluster_table(results, cluster_workloads, args.runs):
             print(line)
+    if workers_workloads:  # bench/workers_bench.py: --workers 1 and 2
+        if workloads or ndjson_workloads or cluster_workloads:
+            print()
+        for line in workers_bench.table(results, workers_workloads, args.runs):
+            print(line)
     total_errors = sum(r.get("errors", 0) for rs in results.values() for r in rs)
     if installed_stamp() != installed:
         print()
@@ -1014,6 +1019,7 @@ def main(argv: list[str]) -> int:
 # module, not a second copy of it
 sys.modules.setdefault("run", sys.modules[__name__])
 import ndjson_bench  # noqa: E402
+import workers_bench  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))

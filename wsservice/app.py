@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, Iterable
 
 from twisted.application.service import IService, MultiService, Service
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IReactorTime, IStreamServerEndpoint
 from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
 
 from . import ndjson, summary
@@ -70,23 +70,26 @@ class WSService(MultiService):
         d.addCallback(lambda _: None)
         return d
 
-    def listen(self, description: str) -> ListenerService:
-        """Add a listener on a Twisted server endpoint string (tcp:, unix:, ssl:, systemd:)."""
+    def listen(self, description: str,
+               endpoint: IStreamServerEndpoint | None = None) -> ListenerService:
+        """Add a listener on a Twisted server endpoint string (tcp:, unix:, ssl:, systemd:);
+        with ``endpoint``, listen there instead (a --workers worker's inherited socket)."""
         sessions, reactor, api_keys = self.sessions, self._reactor, self.api_keys
 
         def site() -> Any:
             return makeSite(sessions, description, listener.secure, reactor, api_keys)
 
         listener = ListenerService(description, site, reactor, sessions.settings.path,
-                                   serves_page(sessions.registry.resources))
+                                   serves_page(sessions.registry.resources), endpoint)
         listener.setServiceParent(self)
         self.listeners.append(listener)
         return listener
 
-    def listenNDJSON(self, description: str) -> ListenerService:
+    def listenNDJSON(self, description: str,
+                     endpoint: IStreamServerEndpoint | None = None) -> ListenerService:
         """Add a listener serving the protocol as newline-delimited JSON (protocol.md
-        section 8: no WebSocket, no HTTP) on a server endpoint string."""
-        listener = ndjson.listener(self.sessions, description, self._reactor)
+        section 8: no WebSocket, no HTTP) on a server endpoint string (or ``endpoint``)."""
+        listener = ndjson.listener(self.sessions, description, self._reactor, endpoint)
         listener.setServiceParent(self)
         self.listeners.append(listener)
         return listener

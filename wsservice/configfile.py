@@ -24,8 +24,9 @@ else:  # pragma: no cover - Python 3.10
 from twisted.python import usage
 
 Value = Union[str, list[str], bool]
-# twistd wsservice options a file cannot hold: usage.Options' own, and the file itself
-_NOT_IN_FILE = {"help", "version", "config"}
+# twistd wsservice options a file cannot hold: usage.Options' own, the file itself, and the
+# one a --workers parent gives its workers
+_NOT_IN_FILE = {"help", "version", "config", "adopt-fds"}
 
 
 class ConfigFileError(ValueError):

@@ -7,7 +7,12 @@ from typing import Any, Callable, cast
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.error import ConnectionDone
-from twisted.internet.interfaces import IListeningPort, IReactorCore, IReactorTime
+from twisted.internet.interfaces import (
+    IListeningPort,
+    IReactorCore,
+    IReactorTime,
+    IStreamServerEndpoint,
+)
 from twisted.internet.protocol import Factory
 from twisted.python.failure import Failure
 
@@ -46,14 +51,16 @@ class ListenerService(Service):
 
     def __init__(self, description: str, factory: Factory | Callable[[], Factory],
                  reactor: IReactorTime | None = None, path: str = "/ws",
-                 page: bool = False) -> None:
+                 page: bool = False, endpoint: IStreamServerEndpoint | None = None) -> None:
         if reactor is None:
             from twisted.internet import reactor as default_reactor
             reactor = default_reactor
         self.description = description
         self.secure = description.split(":", 1)[0] == "ssl"
-        # one reactor is both the clock and what listens (IReactorTime and IReactorCore)
-        self.endpoint = endpoints.parse(cast(IReactorCore, reactor), description)  # ListenError if unusable
+        # one reactor is both the clock and what listens (IReactorTime and IReactorCore);
+        # a given endpoint (a --workers worker's socket from its parent) is used as it is
+        self.endpoint = endpoint if endpoint is not None else endpoints.parse(
+            cast(IReactorCore, reactor), description)  # ListenError if unusable
         self._factory = factory
         self._path = path
         self._page = page

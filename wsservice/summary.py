@@ -27,8 +27,8 @@ from .interfaces import (
 )
 from .log import logger
 
-__all__ = ["Drain", "Line", "announce", "authenticatorKind", "changedSettings", "handlerName",
-           "serves", "startup"]
+__all__ = ["Drain", "Line", "announce", "announceWorkers", "authenticatorKind",
+           "changedSettings", "handlerName", "serves", "startup", "workers"]
 
 _log = logger("wsservice.summary")
 
@@ -192,6 +192,24 @@ def announce(service: _Service) -> Deferred[None]:
         _log_lines("startup", startup(service))
     # each whenListening keeps its own result (the port) for whoever else waits on it
     return DeferredList(waiting).addCallback(log)
+
+
+def workers(listeners: Iterable[Any], nodes: list[str], redis: str) -> list[Line]:
+    """The start-up summary of a ``--workers`` parent once every worker serves: its
+    listeners (which the workers accept on) and its workers' node ids (each worker logs its
+    own summary too)."""
+    lines = [Line("version", "wsservice {version} started (pid {pid}): {workers} workers",
+                  {"version": __version__, "pid": os.getpid(), "workers": len(nodes)})]
+    lines += [_listener_line(listener) for listener in listeners]
+    lines.append(Line("workers", "workers: {workers} processes, cluster nodes {nodes} on "
+                      "Redis {redis}", {"workers": len(nodes), "nodes": ", ".join(nodes),
+                                        "redis": redis}))
+    return lines
+
+
+def announceWorkers(listeners: Iterable[Any], nodes: list[str], redis: str) -> None:
+    """Log the start-up summary of a ``--workers`` parent (``workers``)."""
+    _log_lines("startup", workers(listeners, nodes, redis))
 
 
 # -- drain ------------------------------------------------------------------------------------

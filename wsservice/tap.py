@@ -12,11 +12,13 @@ import math
 import os
 import re
 import sys
-from typing import Any, NoReturn
+from typing import Any, NoReturn, cast
 
-from twisted.application.service import IService
+from twisted.application.service import IService, MultiService
+from twisted.internet.defer import Deferred, DeferredList
 from twisted.logger import ILogObserver
 from twisted.python import usage
+from twisted.python.failure import Failure
 
 from . import configfile, registry
 from .apikeys import APIKeys
@@ -26,11 +28,22 @@ from .endpoints import ListenError, parse
 from .errors import ConfigurationError
 from .hosts import HostPolicy
 from .jsonlog import JSONLogObserver, twistdLogFile
+from .listener import ListenerService
 from .log import logger
 from .peers import parse_networks
 from .redisurl import node_name, parse_redis_url
 from .service import SessionService
-from .web import check_resources
+from .web import check_resources, serves_page
+from .workers import (
+    MAX_NODE_BASE,
+    MAX_WORKERS,
+    InheritedEndpoint,
+    Supervisor,
+    WorkerLink,
+    WorkersService,
+    flushedExit,
+    parentListener,
+)
 
 DEFAULT_HANDLER = "wsservice.demo:DemoApp"
 EXIT_USAGE = 2
@@ -58,7 +71,7 @@ def _help(spec: Any) -> str:
 _SETTING_OPTIONS = {_flag(spec)[2:]: spec for spec in OPTION_FIELDS.values()}
 # the options a config file gives as TOML numbers
 _NUMBERS = frozenset({name for name, spec in _SETTING_OPTIONS.items() if kind(spec) is not str}
-                     | {"jwt-leeway"})
+                     | {"jwt-leeway", "workers"})
 
 
 def _coerce(spec: Any, text: str) -> Any:
@@ -127,6 +140,14 @@ class Options(usage.Options):
         ["node-id", None, None,
          "This node's name in the cluster (letters, digits, '-', '_'; default: random, "
          "printed at start). Only with --redis."],
+        ["workers", None, "1",
+         "Run N worker processes, every one a node of the cluster on --redis (needed from "
+         "2 on) named NODE-w1, NODE-w2, ..., all accepting on the same listening sockets, "
+         "which this process binds; it restarts a worker that dies and drains them all on "
+         "SIGTERM. One per core is the usual choice (1: this process serves alone)."],
+        ["adopt-fds", None, None,
+         "Internal: the listening sockets a --workers worker inherits from its parent, as "
+         "descriptor numbers (the parent sets it; not for use by hand)."],
         ["config", None, None,
          "Read options from this TOML file (keys are these options' names); options on the "
          "command line override it."],
@@ -197,6 +218,8 @@ class Options(usage.Options):
         """Parse; under twistd, a mistake ends the process with one line, not the help."""
         # what the command line gives, so that --config's file fills in only the rest
         self._given = configfile.given(self, sys.argv[1:] if options is None else options)
+        # --workers runs these same options in its workers (with a few more: _worker_argv)
+        self.argv = list(sys.argv[1:] if options is None else options)
         try:
             super().parseOptions(options)
         except usage.UsageError as e:
@@ -209,6 +232,7 @@ class Options(usage.Options):
 
     _given: set[str] = set()
     _from_file: frozenset[str] = frozenset()
+    argv: list[str] = []
 
     def _read_config(self) -> None:
         """Give the options the command line does not give the values of --config's file
@@ -256,12 +280,15 @@ class Options(usage.Options):
         self["listen"] = self["listen"] or [DEFAULT_LISTEN]
         self["handler"] = self["handler"] or [DEFAULT_HANDLER]
         self._check_log_format()
-        for description in self["listen"]:
+        self["cwd"] = os.getcwd()  # where --workers starts its workers (twistd may chdir)
+        self["adopt-fds"] = self._adopted_fds()
+        # a worker's sockets come from its parent, which checked these strings
+        for description in self["listen"] if self["adopt-fds"] is None else ():
             try:
                 parse(reactor, description)
             except ListenError as e:
                 raise OptionError(f"--listen {e}") from e
-        for description in self["listen-ndjson"]:
+        for description in self["listen-ndjson"] if self["adopt-fds"] is None else ():
             try:
                 parse(reactor, description)
             except ListenError as e:
@@ -304,6 +331,7 @@ class Options(usage.Options):
                 node_name(self["node-id"])
             except ConfigurationError as e:
                 raise OptionError(str(e)) from e
+        self["workers"] = self._workers()
         self._import_path()
         # Load handlers here, not in makeService: an error while parsing is reported as one
         # line, one from makeService as a traceback.
@@ -345,6 +373,44 @@ class Options(usage.Options):
             return APIKeys.fromFile(path)
         except ConfigurationError as e:
             raise OptionError(f"--api-key-file {path}: {e}") from e
+
+    def _workers(self) -> int:
+        """--workers, checked: 1 to MAX_WORKERS, and from 2 on only with --redis (and a
+        --node-id short enough to name the workers after)."""
+        text = str(self["workers"])
+        example = f"e.g. --workers {os.cpu_count() or 2} (one per core of this machine)"
+        try:
+            count = int(text)
+        except ValueError:
+            raise OptionError(f"--workers {text}: not a whole number; {example}") from None
+        if not 1 <= count <= MAX_WORKERS:
+            raise OptionError(f"--workers {text}: must be a whole number from 1 to "
+                              f"{MAX_WORKERS}; {example}")
+        if count > 1 and self["redis"] is None:
+            raise OptionError(f"--workers {text}: workers share sessions through Redis; "
+                              "give --redis URL too")
+        node = self["node-id"]
+        if count > 1 and node is not None and len(node) > MAX_NODE_BASE:
+            raise OptionError(f"--node-id {node}: at most {MAX_NODE_BASE} characters with "
+                              f"--workers (the workers are {node}-w1, {node}-w2, ...)")
+        return count
+
+    def _adopted_fds(self) -> list[int] | None:
+        """--adopt-fds (internal: set by a --workers parent for its workers): one
+        descriptor per --listen, then per --listen-ndjson."""
+        text = self["adopt-fds"]
+        if text is None:
+            return None
+        count = len(self["listen"]) + len(self["listen-ndjson"])
+        try:
+            fds = [int(part) for part in text.split(",")]
+        except ValueError:
+            fds = []
+        if len(fds) != count or any(fd < 0 for fd in fds):
+            raise OptionError(f"--adopt-fds {text}: internal (a --workers parent gives its "
+                              f"workers their listening sockets): {count} descriptor numbers "
+                              "expected, comma-separated")
+        return fds
 
     def _check_log_format(self) -> None:
         """--log-format is text or json; json takes the place of twistd's own log observer,
@@ -389,13 +455,18 @@ def _exit(line: str, status: int) -> NoReturn:
     raise SystemExit(status)
 
 
-class CommandLineService(WSService):
-    """The service ``twistd wsservice`` runs: a listener that cannot listen ends the process
-    with one line (and status 1) instead of twistd's traceback."""
+class _CommandLine(MultiService):
+    """What the service ``twistd wsservice`` runs does beyond its kind: a listener that
+    cannot listen ends the process with one line (and status 1) instead of twistd's
+    traceback; with --log-format json, its observer becomes the application's."""
 
     _log = logger()
     # --log-format json: the observer twistd's application logs to (setServiceParent)
     log_observer: ILogObserver | None = None
+    listeners: list[ListenerService]
+    _pidfile: str | None = None
+    _foreground = True
+    _log_to_stdout = True
 
     def setServiceParent(self, parent: Any) -> None:
         """Join twistd's application; with a ``log_observer``, make it the application's
@@ -404,9 +475,8 @@ class CommandLineService(WSService):
         if self.log_observer is not None and hasattr(parent, "setComponent"):
             parent.setComponent(ILogObserver, self.log_observer)
 
-    def __init__(self, sessions: SessionService, pidfile: str | None, foreground: bool,
-                 log_to_stdout: bool, api_keys: APIKeys | None = None) -> None:
-        super().__init__(sessions, api_keys=api_keys)
+    def _runBy(self, pidfile: str | None, foreground: bool, log_to_stdout: bool) -> None:
+        """How twistd runs it: its pidfile, in the foreground or not, logging to stdout."""
         self._pidfile = pidfile
         self._foreground = foreground
         self._log_to_stdout = log_to_stdout
@@ -424,18 +494,94 @@ class CommandLineService(WSService):
             if not self._log_to_stdout:  # the log file records why it did not start
                 self._log.critical("not started: --{option} {error}", option=option,
                                    error=str(e))
-            if self._pidfile:
-                try:
-                    os.unlink(self._pidfile)
-                except OSError:
-                    pass
+            self._removePidfile()
             _exit(f"--{option} {e}", EXIT_START)
+
+    def _removePidfile(self) -> None:
+        if self._pidfile:
+            try:
+                os.unlink(self._pidfile)
+            except OSError:
+                pass
+
+
+class CommandLineService(_CommandLine, WSService):
+    """The service ``twistd wsservice`` runs (one process, or one worker of --workers)."""
+
+    def __init__(self, sessions: SessionService, pidfile: str | None, foreground: bool,
+                 log_to_stdout: bool, api_keys: APIKeys | None = None) -> None:
+        super().__init__(sessions, api_keys=api_keys)
+        self._runBy(pidfile, foreground, log_to_stdout)
+
+
+class CommandLineWorkers(_CommandLine, WorkersService):
+    """The service ``twistd wsservice --workers N`` runs: the workers' parent. A worker
+    that cannot start at all (it ends before it ever served) stops it with status 1."""
+
+    def _failure(self, failure: Failure) -> None:
+        from twisted.internet import reactor
+        self._removePidfile()
+        # twistd's exit status is 0 once its reactor has stopped: leave with 1 after that
+        reactor.addSystemEventTrigger("after", "shutdown", flushedExit, EXIT_START)
+        reactor.stop()
+
+
+def _twistd() -> list[str]:
+    """How to run twistd with this interpreter: the script this process runs, if twistd's,
+    else twistd's entry point."""
+    script = os.path.abspath(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    if os.path.basename(script).startswith("twistd") and os.path.isfile(script):
+        return [sys.executable, script]
+    return [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
+
+
+def _worker_argv(options: Options, node: str, fds: list[int]) -> list[str]:
+    """A --workers worker's command line: this process's wsservice options, then the ones
+    making it a worker (the later of two values of an option wins; the file's too)."""
+    return [*_twistd(), "-n", "--pidfile=", "wsservice", *options.argv,
+            "--workers", "1", "--node-id", node, "--adopt-fds", ",".join(map(str, fds)),
+            "--app-dir", options["app-dir"]]
+
+
+def _workers(options: Options, parent: Any, foreground: bool,
+             log_to_stdout: bool) -> CommandLineWorkers:
+    """The --workers parent: every listener bound here, the workers started from here."""
+    from twisted.internet import reactor
+    settings = options["settings"]
+    page = serves_page(options["handlers"].resources)
+    listeners = ([parentListener(d, settings.path, page) for d in options["listen"]]
+                 + [parentListener(d, ndjson=True) for d in options["listen-ndjson"]])
+    supervisor = Supervisor(
+        options["workers"], node_name(options["node-id"]),
+        lambda node, fds: _worker_argv(options, node, fds),
+        lambda: [cast(Any, listener.port).fileno() for listener in listeners], reactor,
+        cwd=options["cwd"], drain_timeout=settings.drain_timeout,
+        # the workers write to this process's stdout, unless it logs elsewhere: then their
+        # lines come through it
+        relog=not log_to_stdout or bool(parent.get("syslog")))
+    service = CommandLineWorkers(listeners, supervisor, str(parse_redis_url(options["redis"])))
+    service._runBy(parent.get("pidfile") or None, foreground, log_to_stdout)
+    if options["log-format"] == "json":
+        service.log_observer = JSONLogObserver(
+            twistdLogFile(parent) if options.parent is not None else sys.stdout)
+    return service
+
+
+def _serving(service: WSService, engine: Any) -> Deferred[Any]:
+    """Fires once a worker's listeners listen and its node is in step with Redis."""
+    waiting = [listener.whenListening for listener in service.listeners]
+    if engine is not None:
+        waiting.append(engine.whenUp())
+    return DeferredList(waiting, fireOnOneErrback=True, consumeErrors=True)
 
 
 def makeService(options: Options) -> IService:
     """Build the service twistd runs from parsed options."""
     parent = options.parent if options.parent is not None else {}
     foreground = bool(parent.get("nodaemon", True))
+    if options["workers"] > 1:
+        return _workers(options, parent, foreground,
+                        foreground and parent.get("logfile") in (None, "-"))
     sessions, engine = sessionService(options["handlers"], options["settings"],
                                       options["authenticator"], redis=options["redis"],
                                       node_id=options["node-id"])
@@ -450,8 +596,17 @@ def makeService(options: Options) -> IService:
             twistdLogFile(parent) if options.parent is not None else sys.stdout)
     if engine is not None:
         engine.setServiceParent(service)
+    # a --workers worker adopts the sockets its parent bound (workers.py), in this order
+    fds = iter(options["adopt-fds"] or ())
+    from twisted.internet import reactor
     for description in options["listen"]:
-        service.listen(description)
+        fd = next(fds, None)
+        service.listen(description, None if fd is None else
+                       InheritedEndpoint(reactor, description, fd))
     for description in options["listen-ndjson"]:
-        service.listenNDJSON(description)
+        fd = next(fds, None)
+        service.listenNDJSON(description, None if fd is None else
+                             InheritedEndpoint(reactor, description, fd))
+    if options["adopt-fds"] is not None:
+        WorkerLink(lambda: _serving(service, engine)).setServiceParent(service)
     return service
