@@ -16,6 +16,7 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import LoopingCall
 from twisted.python.failure import Failure
 
+from . import fastpath
 from .log import logger
 from .metrics import REDIS_BUCKETS, ClusterStats, Histogram
 from .redislua import ADOPTED_FIELDS, SCRIPTS, Script
@@ -68,8 +69,11 @@ class _Factory(txredisapi.RedisFactory):
                          convertNumbers=False, username=address.username)
         self.engine = engine
         self.kind = kind
+        self.protocol: type
         if kind == "subscriber":
             self.protocol = _Subscriber
+        elif engine.fast:  # (charset=None above: what fastpath.build_command encodes for)
+            self.protocol = fastpath.redis_protocol(self.protocol)
 
     def buildProtocol(self, addr: Any) -> Any:
         protocol = super().buildProtocol(addr)
@@ -87,7 +91,7 @@ class RedisEngine(Service):
 
     def __init__(self, address: RedisAddress, node: str | None = None, prefix: str = "wss:",
                  reactor: Any = None, heartbeat: float = 1.0, node_ttl: float = 5.0,
-                 reply_timeout: float = 5.0) -> None:
+                 reply_timeout: float = 5.0, fast: bool = False) -> None:
         if reactor is None:
             from twisted.internet import reactor
         self.address = address
@@ -97,6 +101,7 @@ class RedisEngine(Service):
         self.heartbeat = heartbeat
         self.node_ttl = node_ttl
         self.reply_timeout = reply_timeout
+        self.fast = fast  # commands encoded by the fenced fast path (fastpath.build_command)
         self.channel = f"{prefix}c:{self.node}".encode()
         self.state = CONNECTING
         self.reason = f"connecting to Redis at {address}"
