@@ -12,7 +12,7 @@ help:
 	@echo "make test  - set up .venv with test extras and run the trial suite"
 	@echo "make memory - RSS of a real twistd under soak-scale load (memtests/, ~20 s)"
 	@echo "make conformance - Autobahn Testsuite (kosoku) against twistd wsservice, TCP and unix"
-	@echo "make bench - side-by-side benchmark: wsservice vs bare Autobahn (Node ws load generator)"
+	@echo "make bench - side-by-side benchmark: wsservice vs bare Autobahn, Node socket.io, python-socketio (~11 min)"
 	@echo "make soak  - 200 clients for 60 s with drops and resumes; checks nothing is lost"
 	@echo "make cluster - Redis, two nodes and HAProxy serving the demo on http://127.0.0.1:8080/"
 	@echo "make soak-cluster - Redis + 3 nodes, 200 clients, a node killed -9 every 20 s; 0 lost"
@@ -82,7 +82,7 @@ bench: install
 	@echo "==> installing the python-socketio peer (the bench extra: python-socketio, uvicorn, websockets, uvloop) into $(VENV)"
 	$(BIN)/pip install --quiet '.[bench]'
 	@rm -rf build
-	@echo "==> benchmark: each server in turn, medians of 3 runs (about 10 minutes)"
+	@echo "==> benchmark: each server in turn, medians of 3 runs (about 11 minutes)"
 	cd bench && ../$(BIN)/python run.py $(ARGS)
 
 soak: install

@@ -191,8 +191,10 @@ while i <= n do
           parts[#parts + 1] = '0'
         else
           local h = skey(m)
-          local seq = redis.call('HINCRBY', h, 'seq', 1)
-          if seq == 1 and redis.call('HEXISTS', h, 'node') == 0 then
+          -- the number as a string, formatted once with %d: Lua turns a number into text
+          -- with %.14g (a float's printf, per use), and '1' spares converting the increment
+          local seq = string.format('%d', redis.call('HINCRBY', h, 'seq', '1'))
+          if seq == '1' and redis.call('HEXISTS', h, 'node') == 0 then
             -- a member whose session expired in Redis: clean it up
             redis.call('DEL', h)
             redis.call('SREM', k, m)
