@@ -55,11 +55,19 @@ class ClusterClient(SoakClient):
             asked = self.asks.get(data.get("a")) if isinstance(data, dict) else None
             if asked is not None and asked < self.killed_at:
                 self.stale_answers += 1
-                STATS.c["calls_orphaned_by_kill"] += 1
+                STATS.c["calls_orphaned_by_a_move"] += 1
         super().numbered(msg)
 
     def connect(self) -> None:
+        before = self.node
         self.node = self.run._last_pick = self.run.pick()
+        if before >= 0 and self.node != before:
+            # the session moves to another node: a server call its old node made and the
+            # client had not received is replayed here, and its answer refused (it belongs
+            # to the node that made it, where the move failed it: docs/cluster.md)
+            self.orphan_calls = True
+            self.killed_at = time.monotonic()
+            STATS.c["moves_between_nodes"] += 1
         super().connect()
 
     def closed(self, conn: Any, wasClean: bool, code: Any, reason: Any) -> None:
@@ -177,7 +185,10 @@ class ClusterSoak(soak.Soak):
         if self.killer.running:
             self.killer.stop()
         print(f"nodes killed -9 and restarted: {self.kills}; connections lost with them: "
-              f"{STATS.c['node_kill_drops']}", flush=True)
+              f"{STATS.c['node_kill_drops']}; resumes on another node than the last: "
+              f"{STATS.c['moves_between_nodes']}, server calls replayed there after the move "
+              f"(their answers refused, as docs/cluster.md says): "
+              f"{STATS.c['calls_orphaned_by_a_move']}", flush=True)
         for node in self.nodes:
             if node is not None:
                 for line in node.trouble[:soak.EXAMPLES]:
