@@ -28,15 +28,13 @@ listener, and stops on SIGTERM/SIGINT.
 
 from __future__ import annotations
 
-import argparse
-import signal
 import sys
 from typing import Any
 
 import orjson
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
-from twisted.internet import reactor
-from twisted.internet.endpoints import serverFromString
+
+import serving  # bench/serving.py: --listen, listening, SIGTERM
 
 _loads = orjson.loads
 _dumps = orjson.dumps
@@ -135,44 +133,13 @@ class EchoFactory(WebSocketServerFactory):
 
 
 def main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--listen", action="append", default=[],
-                   help="Twisted server endpoint string (repeatable)")
+    """Serve on every ``--listen`` endpoint until SIGTERM or SIGINT."""
+    p = serving.parser(__doc__)
     p.add_argument("--path", default="/ws", help="accepted for symmetry; any path is served")
     args = p.parse_args(argv)
-    listens = args.listen or ["tcp:0:interface=127.0.0.1"]
-
-    factory = EchoFactory("ws://127.0.0.1")
-    # The default is noisy ("Starting factory" etc. are not logged without a log observer,
-    # but be explicit): no logging at all on the hot path.
-    factory.noisy = False
-
-    def listening(port: Any, description: str) -> None:
-        host = port.getHost()
-        if hasattr(host, "port"):
-            print(f"listening on {description}: ws://127.0.0.1:{host.port}{args.path}",
-                  flush=True)
-        else:
-            name = host.name.decode() if isinstance(host.name, bytes) else host.name
-            print(f"listening on {description}: unix {name}", flush=True)
-
-    def failed(failure: Any, description: str) -> None:
-        print(f"cannot listen on {description}: {failure.value}", file=sys.stderr, flush=True)
-        reactor.stop()
-
-    for description in listens:
-        d = serverFromString(reactor, description).listen(factory)
-        d.addCallbacks(listening, failed, callbackArgs=(description,),
-                       errbackArgs=(description,))
-
-    def stop(signum: int, frame: Any) -> None:
-        reactor.callFromThread(reactor.stop)
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    reactor.run(installSignalHandlers=False)
-    print("stopped", flush=True)
-    return 0
+    return serving.serve(EchoFactory("ws://127.0.0.1"), args.listen,
+                         tcp=lambda port: f"ws://127.0.0.1:{port}{args.path}",
+                         unix=lambda name: f"unix {name}")
 
 
 if __name__ == "__main__":

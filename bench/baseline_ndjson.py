@@ -25,22 +25,17 @@ listener, and stops on SIGTERM/SIGINT.
 
 from __future__ import annotations
 
-import argparse
-import signal
 import sys
-from typing import Any
 
 import orjson
-from twisted.internet import reactor as _reactor
-from twisted.internet.endpoints import serverFromString
 from twisted.internet.protocol import Factory, Protocol
+
+import serving  # bench/serving.py: --listen, listening, SIGTERM
 
 _loads = orjson.loads
 _dumps = orjson.dumps
 _NL = orjson.OPT_APPEND_NEWLINE
 _JSONDecodeError = orjson.JSONDecodeError
-
-reactor: Any = _reactor  # (typed as its interfaces, which lack run's arguments)
 
 MAX_PARTIAL = 1 << 20  # bytes of an unfinished line kept before the connection is dropped
 WELCOME = b'{"type":"welcome"}\n'
@@ -90,40 +85,10 @@ class EchoLines(Protocol):
 
 def main(argv: list[str]) -> int:
     """Listen on every ``--listen`` endpoint until SIGTERM or SIGINT."""
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--listen", action="append", default=[],
-                   help="Twisted server endpoint string (repeatable)")
-    args = p.parse_args(argv)
-    listens = args.listen or ["tcp:0:interface=127.0.0.1"]
-
-    factory = Factory.forProtocol(EchoLines)
-    factory.noisy = False  # no "Starting factory" lines
-
-    def listening(port: Any, description: str) -> None:
-        host = port.getHost()
-        if hasattr(host, "port"):
-            print(f"listening on {description}: tcp://127.0.0.1:{host.port}", flush=True)
-        else:
-            name = host.name.decode() if isinstance(host.name, bytes) else host.name
-            print(f"listening on {description}: unix:{name}", flush=True)
-
-    def failed(failure: Any, description: str) -> None:
-        print(f"cannot listen on {description}: {failure.value}", file=sys.stderr, flush=True)
-        reactor.stop()
-
-    for description in listens:
-        d = serverFromString(reactor, description).listen(factory)
-        d.addCallbacks(listening, failed, callbackArgs=(description,),
-                       errbackArgs=(description,))
-
-    def stop(signum: int, frame: Any) -> None:
-        reactor.callFromThread(reactor.stop)
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    reactor.run(installSignalHandlers=False)
-    print("stopped", flush=True)
-    return 0
+    args = serving.parser(__doc__).parse_args(argv)
+    return serving.serve(Factory.forProtocol(EchoLines), args.listen,
+                         tcp=lambda port: f"tcp://127.0.0.1:{port}",
+                         unix=lambda name: f"unix:{name}")
 
 
 if __name__ == "__main__":

@@ -41,16 +41,17 @@
 // drained (and checked) within `drain_timeout` seconds. A watchdog bounds the whole process.
 'use strict';
 
-const fs = require('fs');
+const net = require('net');
 const WebSocket = require('ws');
+const lg = require('./lgcommon');
 
-const cfg = JSON.parse(process.argv[2] || '{}');
+// the plumbing shared with sioloadgen.js: lgcommon.js
+const { cfg, now, error, body, sleep, until } = lg;
+const { Latencies, Window, inFlight, measure, drain, openPool } = lg;
+const { requestBytes, frameAt, handshakeEnd } = lg;
 const KIND = cfg.server_kind || 'wsservice';
 const URL_ = cfg.url;
 const URLS = cfg.urls && cfg.urls.length ? cfg.urls : [URL_];
-const PID = cfg.pid;
-const PIDS = cfg.pids && cfg.pids.length ? cfg.pids : [PID];
-const HZ = cfg.clk_tck || 100;
 const WS_OPTS = {
   perMessageDeflate: false,   // neither server is asked to compress
   skipUTF8Validation: true,   // every payload is compared or parsed anyway (bad UTF-8 fails)
@@ -60,7 +61,6 @@ const WS_OPTS = {
   // frames (RFC 6455 requires it of clients) and each server unmasks them as usual.
   generateMask: () => {},
 };
-const now = () => performance.now(); // ms, sub-µs resolution
 // Sends made while handling one chunk of received data go out in one write (cork until the
 // next tick): fewer system calls in the load generator, same messages for the server.
 const CORK = cfg.cork !== false;
@@ -76,70 +76,6 @@ function cork(c) {
 function uncork(c) {
   c.corked = false;
   if (c.ws._socket) c.ws._socket.uncork();
-}
-
-// -- errors -----------------------------------------------------------------------------------
-
-let errors = 0;
-const examples = [];
-function error(kind, detail) {
-  errors += 1;
-  if (examples.length < 12) {
-    const text = `${kind}: ${detail}`.slice(0, 300);
-    examples.push(text);
-    process.stderr.write(`loadgen error ${text}\n`);
-  }
-}
-
-// -- the server process, from /proc ------------------------------------------------------------
-
-function processCpu(pid) {
-  try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'latin1');
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return (Number(fields[11]) + Number(fields[12])) / HZ; // utime + stime, all threads
-  } catch (e) {
-    error('proc_stat', String(e));
-    return NaN;
-  }
-}
-
-// CPU seconds of every measured process (the server, or a cluster's nodes and Redis)
-const serverCpuEach = () => PIDS.map(processCpu);
-const serverCpu = () => serverCpuEach().reduce((a, b) => a + b, 0);
-
-function serverRssKiB() {
-  try {
-    const m = /VmRSS:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${PID}/status`, 'latin1'));
-    return m ? Number(m[1]) : NaN;
-  } catch (e) {
-    error('proc_status', String(e));
-    return NaN;
-  }
-}
-
-function ownCpu() {
-  const u = process.cpuUsage();
-  return (u.user + u.system) / 1e6;
-}
-
-// -- helpers -----------------------------------------------------------------------------------
-
-const sleep = (s) => new Promise((r) => setTimeout(r, s * 1000));
-
-function percentile(sorted, q) {
-  if (!sorted.length) return null;
-  return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))];
-}
-
-class Latencies {
-  constructor(cap) { this.a = new Float64Array(cap); this.n = 0; }
-  add(ms) { if (this.n < this.a.length) this.a[this.n++] = ms; }
-  summary() {
-    const s = this.a.slice(0, this.n).sort();
-    return { p50_ms: percentile(s, 0.5), p99_ms: percentile(s, 0.99),
-             max_ms: s.length ? s[s.length - 1] : null, samples: this.n };
-  }
 }
 
 const WELCOME_KEYS = 'heartbeat,resumed,server,session,token,type';
@@ -190,18 +126,9 @@ function openSession(onMessage, url = URL_) {
   });
 }
 
-async function openMany(n, concurrency, makeHandler) {
-  const out = new Array(n);
-  let next = 0;
-  async function worker() {
-    while (next < n) {
-      const i = next++;
-      out[i] = await openSession(makeHandler ? makeHandler(i) : null, URLS[i % URLS.length]);
-    }
-  }
-  await Promise.all(Array.from({ length: Math.min(concurrency, n) }, worker));
-  return out;
-}
+// n sessions (session i on URLS[i % URLS.length]), makeHandler(i) its message handler
+const openMany = (n, concurrency, makeHandler) => openPool(n, concurrency,
+  (i) => openSession(makeHandler ? makeHandler(i) : null, URLS[i % URLS.length]));
 
 function closeAll(sockets) {
   for (const ws of sockets) {
@@ -209,48 +136,11 @@ function closeAll(sockets) {
   }
 }
 
-// The measured window: server CPU and our own CPU at both edges, and the count in between.
-class Window {
-  constructor() { this.open = false; this.count = 0; this.closed = false; }
-  start() {
-    this.open = true; this.count = 0;
-    this.t0 = now(); this.cpu0 = serverCpuEach(); this.own0 = ownCpu();
-    if (REDIS) this.redis0 = REDIS.commandstats();
-    window_ = this;
-    // run.py --profile starts its profilers on this line (stderr is not parsed otherwise)
-    if (cfg.announce_window) process.stderr.write('loadgen: window open\n');
-  }
-  stop() {
-    if (!this.open) return;
-    this.t1 = now(); this.cpu1 = serverCpuEach(); this.own1 = ownCpu();
-    if (REDIS) this.redis1 = REDIS.commandstats();
-    this.open = false; this.closed = true;
-    if (this.onStop) this.onStop();
-  }
-  result(unit) {
-    const wall = (this.t1 - this.t0) / 1000;
-    const each = this.cpu1.map((c, k) => c - this.cpu0[k]);
-    const cpu = each.reduce((a, b) => a + b, 0);
-    const out = {
-      unit, count: this.count, wall_s: wall, server_cpu_s: cpu,
-      per_s: this.count / wall,
-      server_us_per: this.count ? (cpu * 1e6) / this.count : null,
-      server_cpu_pct: (100 * cpu) / wall,
-      client_cpu_pct: (100 * (this.own1 - this.own0)) / wall,
-    };
-    if (PIDS.length > 1) out.cpu_by_process = each;
-    return out;
-  }
-}
-
-// The window of the run (main() adds Redis's command statistics over it, once they came).
-let window_ = null;
-
 // -- Redis's INFO commandstats, over a connection of our own (cluster runs) -------------------
 
 class RedisStats {
   constructor(host, port) {
-    this.sock = require('net').connect({ host, port });
+    this.sock = net.connect({ host, port });
     this.sock.setNoDelay(true);
     this.buf = Buffer.alloc(0);
     this.waiting = [];
@@ -297,6 +187,13 @@ class RedisStats {
 }
 
 const REDIS = cfg.redis ? new RedisStats(cfg.redis.host, cfg.redis.port) : null;
+// INFO commandstats at both edges of the window (main reports the difference)
+if (REDIS) {
+  lg.atWindowEdges((win, edge) => {
+    if (edge === 'start') win.redis0 = REDIS.commandstats();
+    else win.redis1 = REDIS.commandstats();
+  });
+}
 
 // Commands Redis ran during the window: {command: {calls, usec}}, busiest first.
 async function redisCommands(win) {
@@ -310,41 +207,12 @@ async function redisCommands(win) {
   return Object.fromEntries(Object.entries(out).sort((x, y) => y[1].usec - x[1].usec));
 }
 
-// Run the window: warm up, open it, close it after `duration` s (or when `max_count` is hit).
-async function measure(win) {
-  await sleep(cfg.warmup);
-  win.start();
-  await new Promise((resolve) => {
-    const timer = setTimeout(() => win.stop(), cfg.duration * 1000);
-    win.onStop = () => { clearTimeout(timer); resolve(); };
-  });
-}
-
-// Wait until `cond()` holds or `timeout` s pass; false on timeout.
-async function until(cond, timeout) {
-  const end = now() + timeout * 1000;
-  while (!cond()) {
-    if (now() > end) return false;
-    await sleep(0.01);
-  }
-  return true;
-}
-
-// ~100 B of params/data whose JSON text is a function of n (so a reply can be checked exactly)
-const PAD = 'abcdefghijklmnopqrstuvwxyz0123';
-const body = (n) => `{"n":${n},"user":"bench","tags":["a","b"],"ok":true,"x":1.5,"pad":"${PAD}"}`;
-
 // -- a minimal WebSocket client on `net` ------------------------------------------------------
 //
 // For connection setup and for the 1000 fan-out subscribers, `ws` would cost the load generator
 // about as much CPU as the server spends, so these use fixed handshake bytes and a frame parser
-// of their own. Still checked: the 101 status and Sec-WebSocket-Accept, unmasked unfragmented
+// of their own (lgcommon.js, shared with sioloadgen.js's raw client). Still checked: the 101 status and Sec-WebSocket-Accept, unmasked unfragmented
 // server frames, the welcome, every message, close codes.
-const net = require('net');
-const crypto = require('crypto');
-const WS_KEY = 'd3NzZXJ2aWNlLWJlbmNoLQ==';
-const WS_ACCEPT = crypto.createHash('sha1')
-  .update(WS_KEY + '258EAFA5-E914-47DA-95CA-C5AB0DC85B11').digest('base64');
 const HELLO = Buffer.from('{"type":"hello"}');
 // client frames are masked (RFC 6455): mask bit set, all-zero key, payload as is
 const HELLO_FRAME = Buffer.concat([Buffer.from([0x81, 0x80 | HELLO.length, 0, 0, 0, 0]), HELLO]);
@@ -360,146 +228,37 @@ function target(url = URL_) {
   return { connect: { host: u.hostname, port: Number(u.port) }, path: u.pathname, host: u.host };
 }
 
-// One server frame from buf at offset: {opcode, payload, next} or null when incomplete.
-function frameAt(buf, off) {
-  if (buf.length - off < 2) return null;
-  const b0 = buf[off], b1 = buf[off + 1];
-  if (b1 & 0x80) return { error: 'masked server frame' };
-  let len = b1 & 0x7f, head = 2;
-  if (len === 126) {
-    if (buf.length - off < 4) return null;
-    len = buf.readUInt16BE(off + 2); head = 4;
-  } else if (len === 127) {
-    if (buf.length - off < 10) return null;
-    len = Number(buf.readBigUInt64BE(off + 2)); head = 10;
-  }
-  if (buf.length - off < head + len) return null;
-  return { fin: (b0 & 0x80) !== 0, opcode: b0 & 0x0f,
-           payload: buf.subarray(off + head, off + head + len), next: off + head + len };
-}
-
-function requestBytes(t) {
-  return Buffer.from(
-    `GET ${t.path} HTTP/1.1\r\nHost: ${t.host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n`
-    + `Sec-WebSocket-Key: ${WS_KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n`);
-}
-
-// A masked (all-zero key) client text frame.
-function textFrame(text) {
-  const payload = Buffer.from(text);
-  const n = payload.length;
-  let head;
-  if (n < 126) head = Buffer.from([0x81, 0x80 | n, 0, 0, 0, 0]);
-  else if (n < 65536) head = Buffer.from([0x81, 0x80 | 126, n >> 8, n & 0xff, 0, 0, 0, 0]);
-  else throw new Error('frame too large for this client');
-  return Buffer.concat([head, payload]);
-}
-
-// Check the server's handshake response at the start of buf: the offset after it, 0 while
-// incomplete, or an error string.
-function handshakeEnd(buf) {
-  const end = buf.indexOf('\r\n\r\n');
-  if (end < 0) return 0;
-  const head = buf.toString('latin1', 0, end);
-  if (!head.startsWith('HTTP/1.1 101')) return `handshake refused: ${head.split('\r\n')[0]}`;
-  const m = /\r\nsec-websocket-accept:\s*(\S+)/i.exec(head);
-  if (!m || m[1] !== WS_ACCEPT) return 'wrong Sec-WebSocket-Accept';
-  return end + 4;
+// The welcome, checked (the raw session's set-up after its hello)
+function welcomed(payload, sess, ready, fail) {
+  let msg;
+  try { msg = JSON.parse(payload); } catch (e) { msg = null; }
+  const bad = checkWelcome(msg);
+  if (bad) return fail('welcome', bad);
+  sess.state = 2;
+  ready();
 }
 
 // Open a session (handshake, hello, checked welcome); resolves with an object whose onText
 // (a function of the payload Buffer) gets every later text message, or with null.
-function openRaw(t, request) {
-  return new Promise((resolve) => {
-    const sess = { sock: null, onText: null, closing: false, send: null, close: null };
-    let state = 0, buf = null, off = 0, settled = false;
-    const done = (v) => { if (!settled) { settled = true; clearTimeout(timer); resolve(v); } };
-    const sock = net.connect(t.connect);
-    sess.sock = sock;
-    sess.send = (text) => sock.write(textFrame(text));
-    sess.close = () => { sess.closing = true; sock.destroy(); };
-    sock.setNoDelay(true);
-    const fail = (kind, detail) => {
-      error(kind, detail);
-      sess.closing = true;
-      sock.destroy();
-      done(null);
-    };
-    const timer = setTimeout(() => fail('open_timeout', `no welcome after 10 s (state ${state})`), 10000);
-    sock.on('connect', () => sock.write(request));
-    sock.on('data', (chunk) => {
-      if (buf !== null && off < buf.length) buf = Buffer.concat([buf.subarray(off), chunk]);
-      else buf = chunk;
-      off = 0;
-      if (state === 0) {
-        const end = handshakeEnd(buf);
-        if (end === 0) return;
-        if (typeof end === 'string') return fail('handshake', end);
-        off = end;
-        state = 1;
-        sock.write(HELLO_FRAME);
-      }
-      for (;;) {
-        const f = frameAt(buf, off);
-        if (f === null) return;
-        if (f.error) return fail('frame', f.error);
-        off = f.next;
-        if (f.opcode === 1 && f.fin) {
-          if (state === 2) {
-            sess.onText(f.payload);
-          } else {
-            let msg;
-            try { msg = JSON.parse(f.payload); } catch (e) { msg = null; }
-            const bad = checkWelcome(msg);
-            if (bad) return fail('welcome', bad);
-            state = 2;
-            done(sess);
-          }
-        } else if (f.opcode === 9) {
-          // a WebSocket ping: answer with a pong carrying the same payload
-          sock.write(Buffer.concat([Buffer.from([0x8a, 0x80 | f.payload.length, 0, 0, 0, 0]), f.payload]));
-        } else if (f.opcode === 8) {
-          const code = f.payload.length >= 2 ? f.payload.readUInt16BE(0) : null;
-          if (!sess.closing) error('unexpected_close', `close frame ${code}`);
-          sess.closing = true;
-          sock.destroy();
-          return done(null);
-        } else if (f.opcode !== 10) {
-          return fail('unexpected_frame', `opcode ${f.opcode}, fin ${f.fin}`);
-        }
-      }
-    });
-    sock.on('error', (e) => { if (!sess.closing) fail('socket', String(e)); });
-    sock.on('close', () => {
-      if (!sess.closing) error('unexpected_close', `TCP closed (state ${state})`);
-      done(null);
-    });
-  });
-}
+const openRaw = (t, request) => lg.openRaw({
+  connect: t.connect, request, timeout: 10000, waiting: 'no welcome',
+  opened: (sock) => sock.write(HELLO_FRAME), setup: welcomed,
+});
 
 // n sessions; with several targets (a cluster's nodes), session i on targets[i % length]
 async function openRawMany(targets, n, concurrency) {
   if (!Array.isArray(targets)) targets = [targets];
   const requests = targets.map(requestBytes);
-  const out = new Array(n);
-  let next = 0;
-  async function worker() {
-    while (next < n) {
-      const i = next++;
-      const k = i % targets.length;
-      out[i] = await openRaw(targets[k], requests[k]);
-    }
-  }
-  await Promise.all(Array.from({ length: Math.min(concurrency, n) }, worker));
-  return out;
+  return openPool(n, concurrency, (i) => {
+    const k = i % targets.length;
+    return openRaw(targets[k], requests[k]);
+  });
 }
 
 // -- workloads --------------------------------------------------------------------------------
 
 async function callWorkload() {
-  const C = cfg.connections, W = cfg.window;
-  const win = new Window();
-  const lat = new Latencies(Math.min(cfg.max_count + C * W, 4000000));
+  const { C, W, win, lat } = inFlight();
   let sending = true;
   let inflightTotal = 0;
   const conns = [];
@@ -555,17 +314,13 @@ async function callWorkload() {
   for (const c of conns) for (let k = 0; k < W; k++) send(c);
   await measure(win);
   sending = false;
-  if (!(await until(() => inflightTotal === 0, cfg.drain_timeout))) {
-    error('unanswered', `${inflightTotal} calls unanswered ${cfg.drain_timeout} s after the window`);
-  }
+  await drain(() => inflightTotal === 0, 'unanswered', () => `${inflightTotal} calls unanswered`);
   closeAll(sockets);
   return { ...win.result('call'), ...lat.summary() };
 }
 
 async function eventWorkload() {
-  const C = cfg.connections, W = cfg.window;
-  const win = new Window();
-  const lat = new Latencies(Math.min(cfg.max_count + C * W, 4000000));
+  const { C, W, win, lat } = inFlight();
   let sending = true;
   let inflightTotal = 0;
   const conns = [];
@@ -624,9 +379,7 @@ async function eventWorkload() {
   for (const c of conns) for (let k = 0; k < W; k++) send(c);
   await measure(win);
   sending = false;
-  if (!(await until(() => inflightTotal === 0, cfg.drain_timeout))) {
-    error('unanswered', `${inflightTotal} events not echoed ${cfg.drain_timeout} s after the window`);
-  }
+  await drain(() => inflightTotal === 0, 'unanswered', () => `${inflightTotal} events not echoed`);
   closeAll(sockets);
   return { ...win.result('event'), ...lat.summary() };
 }
@@ -734,9 +487,8 @@ async function fanoutWorkload() {
   const filled = completed;
   await measure(win);
   sending = false;
-  if (!(await until(() => completed === published, cfg.drain_timeout))) {
-    error('undelivered', `${published - completed} publications incomplete ${cfg.drain_timeout} s after the window`);
-  }
+  await drain(() => completed === published, 'undelivered',
+              () => `${published - completed} publications incomplete`);
   closeSubs();
   closeAll([publisher]);
   return { ...win.result('delivery'), publications: published, filled, ...lat.summary() };
@@ -826,21 +578,8 @@ async function connectWorkload() {
   return { ...win.result('connection'), ...lat.summary() };
 }
 
-async function idleWorkload() {
-  const B = cfg.warm_sessions, N = cfg.sessions;
-  const t0 = now();
-  const warm = await openMany(B, 50);
-  await sleep(cfg.settle);
-  const rss0 = serverRssKiB();
-  const cpu0 = serverCpu();
-  const tOpen = now();
-  const idle = await openMany(N, cfg.concurrency);
-  const opened = idle.filter(Boolean).length;
-  const openWall = (now() - tOpen) / 1000;
-  await sleep(cfg.settle);
-  const rss1 = serverRssKiB();
-  const cpu1 = serverCpu();
-  // each session must still be there and answer (one ping each, checked)
+// each session must still be there and answer (one ping each, checked)
+async function answerPing(idle, opened) {
   let pongs = 0;
   for (const ws of idle) {
     if (!ws) continue;
@@ -855,17 +594,9 @@ async function idleWorkload() {
   if (!(await until(() => pongs === opened, cfg.drain_timeout))) {
     error('idle_unanswered', `${opened - pongs} of ${opened} idle sessions did not answer a ping`);
   }
-  closeAll(warm);
-  closeAll(idle);
-  if (opened !== N) error('idle_open', `${opened} of ${N} sessions opened`);
-  return {
-    unit: 'session', count: opened, wall_s: (now() - t0) / 1000,
-    rss0_kib: rss0, rss1_kib: rss1,
-    kib_per_session: opened ? (rss1 - rss0) / opened : null,
-    open_per_s: opened / openWall,
-    server_us_per_open: opened ? ((cpu1 - cpu0) * 1e6) / opened : null,
-  };
 }
+
+const idleWorkload = () => lg.idleWorkload(openMany, answerPing, closeAll, 'sessions');
 
 // -- NDJSON: the session protocol as JSON lines (wsservice's --listen-ndjson) ---------------
 //
@@ -934,9 +665,7 @@ function openNdjson(t) {
 }
 
 async function ndjsonCallWorkload() {
-  const C = cfg.connections, W = cfg.window;
-  const win = new Window();
-  const lat = new Latencies(Math.min(cfg.max_count + C * W, 4000000));
+  const { C, W, win, lat } = inFlight();
   const t = ndjsonTarget(URL_);
   let sending = true;
   let inflightTotal = 0;
@@ -978,15 +707,7 @@ async function ndjsonCallWorkload() {
     };
   }
 
-  const conns = new Array(C);
-  let next = 0;
-  async function opener() {
-    while (next < C) {
-      const i = next++;
-      conns[i] = await openNdjson(t);
-    }
-  }
-  await Promise.all(Array.from({ length: Math.min(50, C) }, opener));
+  const conns = await openPool(C, 50, () => openNdjson(t));
   const closeConns = () => {
     for (const c of conns) if (c) { c.closing = true; c.sock.destroy(); }
   };
@@ -999,9 +720,7 @@ async function ndjsonCallWorkload() {
   }
   await measure(win);
   sending = false;
-  if (!(await until(() => inflightTotal === 0, cfg.drain_timeout))) {
-    error('unanswered', `${inflightTotal} calls unanswered ${cfg.drain_timeout} s after the window`);
-  }
+  await drain(() => inflightTotal === 0, 'unanswered', () => `${inflightTotal} calls unanswered`);
   closeConns();
   return { ...win.result('call'), ...lat.summary() };
 }
@@ -1014,35 +733,11 @@ const WORKLOADS = {
   connect: connectWorkload, idle: idleWorkload,
 };
 
-process.on('uncaughtException', (e) => {
-  error('exception', e && e.stack ? e.stack : String(e));
-  process.stdout.write(JSON.stringify({ fatal: `exception: ${e}`, errors, examples }) + '\n',
-                       () => process.exit(2));
-});
-
-async function main() {
-  const fn = WORKLOADS[cfg.workload];
-  if (!fn) throw new Error(`unknown workload ${cfg.workload}`);
-  const watchdog = setTimeout(() => {
-    error('watchdog', `loadgen exceeded ${cfg.timeout} s`);
-    process.stdout.write(JSON.stringify({ fatal: 'watchdog', errors, examples }) + '\n');
-    process.exit(2);
-  }, cfg.timeout * 1000);
-  let result;
-  try {
-    result = await fn();
-  } catch (e) {
-    error('exception', e && e.stack ? e.stack : String(e));
-    result = { fatal: String(e) };
-  }
-  if (REDIS) {
-    if (window_ && window_.closed) result.redis_commands = await redisCommands(window_);
-    REDIS.close();
-  }
-  clearTimeout(watchdog);
-  result.errors = errors;
-  result.examples = examples;
-  process.stdout.write(JSON.stringify(result) + '\n', () => process.exit(0));
+// Redis's commands over the window, once they came (cluster runs)
+async function finish(result, win) {
+  if (!REDIS) return;
+  if (win && win.closed) result.redis_commands = await redisCommands(win);
+  REDIS.close();
 }
 
-main();
+lg.run(WORKLOADS, finish);

@@ -19,7 +19,6 @@ import argparse
 import os
 import re
 import subprocess
-import time
 from typing import Any
 
 import run as bench
@@ -65,21 +64,13 @@ NAMES = [w.name for w in WORKLOADS]
 class NDJSONRunning(bench.Running):
     """A server whose NDJSON tcp port is read from its log (``tcp_url`` is tcp://HOST:PORT)."""
 
-    def wait_listening(self, timeout: float = 30.0) -> None:
-        """Wait for the NDJSON port's line (and the unix socket: every listener is up)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            text = self.read_log()
-            m = NDJSON_URL.search(text)
-            if m and os.path.exists(self.unix_path):
-                self.tcp_url = f"tcp://127.0.0.1:{m.group(1)}"
-                return
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.spec.name} exited ({self.proc.returncode}) before "
-                                   f"listening:\n{text[-2000:]}")
-            time.sleep(0.05)
-        raise RuntimeError(f"{self.spec.name}: no NDJSON listener after {timeout} s:\n"
-                           f"{self.read_log()[-2000:]}")
+    def listening_url(self, text: str) -> str | None:
+        """The NDJSON port's URL once its line is in the log (and the unix socket is there:
+        every listener is up); None before."""
+        m = NDJSON_URL.search(text)
+        if m and os.path.exists(self.unix_path):
+            return f"tcp://127.0.0.1:{m.group(1)}"
+        return None
 
 
 def selected(args: argparse.Namespace) -> list[Any]:
@@ -126,30 +117,16 @@ class Profiler:
 
 def run_once(workload: Any, spec: Any, args: argparse.Namespace, pins: Any, workdir: str,
              n: int) -> dict:
-    """One fresh server, one load generator; the result (a server that fails counts)."""
-    params = bench.load_params(workload, args)
-    server = NDJSONRunning(spec, workdir, pins[0], n)
-    result: dict[str, Any]
-    profiler = None
-    try:
-        server.wait_listening()
-        if args.profile:
-            profiler = Profiler(args.profile, f"{workload.name}-{n}-{spec.name}", server.pid,
-                                params.get("duration", 4.0), pins[1])
-        result = bench.drive(dict(params, workload=workload.loadgen, url=server.tcp_url,
-                                  pid=server.pid, server_kind=spec.kind), args, pins,
-                             profiler.start if profiler else None)
-        if profiler:
-            profiler.finish()
-            result["profiled"] = True
-    except Exception as e:
-        result = {"fatal": str(e), "errors": 1, "examples": []}
-    finally:
-        problems = server.stop()
-    if problems:
-        result["errors"] = result.get("errors", 0) + len(problems)
-        result["examples"] = result.get("examples", []) + problems[:5]
-    return result
+    """One fresh server (its NDJSON port), one load generator; the result (a server that fails
+    counts). With ``--profile``, py-spy on the server over the window."""
+    def profiler(server: Any, params: dict) -> Profiler | None:
+        if not args.profile:
+            return None
+        return Profiler(args.profile, f"{workload.name}-{n}-{spec.name}", server.pid,
+                        params.get("duration", 4.0), pins[1])
+
+    return bench.run_once(workload, spec, args, pins, workdir, n, running=NDJSONRunning,
+                          profiler=profiler)
 
 
 def run_all(workloads: list[Any], args: argparse.Namespace, pins: Any, workdir: str, n: int,
@@ -161,12 +138,8 @@ def run_all(workloads: list[Any], args: argparse.Namespace, pins: Any, workdir: 
             for spec in SERVERS:
                 n += 1
                 r = run_once(w, spec, args, pins, workdir, n)
-                results.setdefault((w.name, spec.name), []).append(r)
-                raw.append(dict(workload=w.name, server=spec.name, run=run, **r))
-                print(f"{time.strftime('%H:%M:%S')} {w.name:9} run {run}/{args.runs} "
-                      f"{spec.name:10} {bench.headline(r, w)}", flush=True)
-                for example in r.get("examples", [])[:5]:
-                    print(f"    error: {example}", flush=True)
+                bench.record(results, raw, w.name, spec.name, run, args.runs, r,
+                             bench.headline(r, w))
     return n
 
 
@@ -193,16 +166,8 @@ def table(results: dict, workloads: list[Any], runs: int) -> list[str]:
                          f"{bench.fmt(f, base)} | {'-' if ratio is None else f'{ratio:.2f}'} | "
                          f"{f.target} | {met} |")
             first = False
-        cpu = []
-        for name in names:
-            s = bench.median([r.get("server_cpu_pct") for r in per[name]])
-            c = bench.median([r.get("client_cpu_pct") for r in per[name]])
-            cpu.append("-" if s is None else f"{s:.0f}% / {c:.0f}%")
+        cpu = [bench.cpu_cell(per[name]) for name in names]
         lines.append(f"| | CPU busy: server / loadgen | {cpu[0]} | {cpu[1]} | | | |")
-        cells = []
-        for name in names:
-            errs = sum(r.get("errors", 0) for r in per[name])
-            counted = len([r for r in per[name] if not r.get("fatal")])
-            cells.append(f"{errs} ({counted}/{runs})")
+        cells = [bench.errors_cell(per[name], runs) for name in names]
         lines.append(f"| | errors (runs ok) | {cells[0]} | {cells[1]} | | | |")
     return lines

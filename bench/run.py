@@ -124,14 +124,13 @@ class Running:
         self.unix_url = f"ws+unix:{self.unix_path}:/ws"
 
     def wait_listening(self, timeout: float = 30.0) -> None:
+        """Wait until the log says the server listens (``listening_url``): ``tcp_url`` is set."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             text = self.read_log()
-            lines = [line for line in text.splitlines() if "listening on" in line]
-            m = TCP_URL.search("\n".join(lines))
-            ready = self.spec.ready is None or re.search(self.spec.ready, text)
-            if m and len(lines) >= 2 and os.path.exists(self.unix_path) and ready:
-                self.tcp_url = f"ws://127.0.0.1:{m.group(1)}{m.group(2) or '/ws'}"
+            url = self.listening_url(text)
+            if url is not None:
+                self.tcp_url = url
                 return
             if self.proc.poll() is not None:
                 raise RuntimeError(f"{self.spec.name} exited ({self.proc.returncode}) before "
@@ -139,6 +138,16 @@ class Running:
             time.sleep(0.05)
         raise RuntimeError(f"{self.spec.name} not listening after {timeout} s:\n"
                            f"{self.read_log()[-2000:]}")
+
+    def listening_url(self, text: str) -> str | None:
+        """The WebSocket tcp URL once the log ``text`` shows both listeners up (and the spec's
+        ready line); None before."""
+        lines = [line for line in text.splitlines() if "listening on" in line]
+        m = TCP_URL.search("\n".join(lines))
+        ready = self.spec.ready is None or re.search(self.spec.ready, text)
+        if m and len(lines) >= 2 and os.path.exists(self.unix_path) and ready:
+            return f"ws://127.0.0.1:{m.group(1)}{m.group(2) or '/ws'}"
+        return None
 
     def read_log(self) -> str:
         with open(self.log_path, "rb") as f:
@@ -587,23 +596,38 @@ def summarize_py_spy(path: str, top: int = 40) -> str:
     return "\n".join(lines) + "\n"
 
 
+def add_problems(result: dict, problems: list[str]) -> None:
+    """Count what went wrong around a run (a server's exit, its log) as errors of the run."""
+    if problems:
+        result["errors"] = result.get("errors", 0) + len(problems)
+        result["examples"] = result.get("examples", []) + problems[:5]
+
+
 def run_once(workload: Workload, spec: ServerSpec, args: argparse.Namespace,
-             pins: tuple[list[str], list[str], str], workdir: str, n: int) -> dict:
+             pins: tuple[list[str], list[str], str], workdir: str, n: int,
+             running: type[Running] = Running,
+             profiler: Callable[[Running, dict], Any] | None = None) -> dict:
+    """One fresh server (a ``running``), one load generator; the result. ``profiler(server,
+    params)``, if given, may return a profiler (``start()`` when the window opens, ``finish()``
+    after the run) or None."""
     params = load_params(workload, args)
-    server = Running(spec, workdir, pins[0], n)
+    server = running(spec, workdir, pins[0], n)
     result: dict[str, Any]
     try:
         server.wait_listening()
         url = server.unix_url if workload.transport == "unix" else server.tcp_url
+        prof = profiler(server, params) if profiler else None
         result = drive(dict(params, workload=workload.loadgen, url=url, pid=server.pid,
-                            server_kind=spec.kind), args, pins, script=spec.loadgen)
+                            server_kind=spec.kind), args, pins,
+                       prof.start if prof else None, script=spec.loadgen)
+        if prof:
+            prof.finish()
+            result["profiled"] = True
     except Exception as e:  # a server that does not start counts as a failed run
         result = {"fatal": str(e), "errors": 1, "examples": []}
     finally:
         problems = server.stop()
-    if problems:
-        result["errors"] = result.get("errors", 0) + len(problems)
-        result["examples"] = result.get("examples", []) + problems[:5]
+    add_problems(result, problems)
     return result
 
 
@@ -645,9 +669,7 @@ def run_cluster_once(workload: ClusterWorkload, setup: str, args: argparse.Names
         result = {"fatal": str(e), "errors": 1, "examples": []}
     finally:
         problems = running.stop() if running is not None else []
-    if problems:
-        result["errors"] = result.get("errors", 0) + len(problems)
-        result["examples"] = result.get("examples", []) + problems[:5]
+    add_problems(result, problems)
     derive_cluster(result)
     return result
 
@@ -692,6 +714,18 @@ def headline(result: dict, workload: Workload) -> str:
     return ", ".join(parts)
 
 
+def record(results: dict, raw: list[dict], workload: str, server: str, run: int, runs: int,
+           result: dict, text: str, widths: tuple[int, int] = (9, 10)) -> None:
+    """Keep one run's result (``results`` by (workload, server), and ``raw``) and print its
+    line (time, workload, run, server, ``text``) and its first error examples."""
+    results.setdefault((workload, server), []).append(result)
+    raw.append(dict(workload=workload, server=server, run=run, **result))
+    print(f"{time.strftime('%H:%M:%S')} {workload:{widths[0]}} run {run}/{runs} "
+          f"{server:{widths[1]}} {text}", flush=True)
+    for example in result.get("examples", [])[:5]:
+        print(f"    error: {example}", flush=True)
+
+
 def cluster_headline(result: dict, workload: ClusterWorkload) -> str:
     text = headline(result, workload)  # type: ignore[arg-type]
     shares = [result.get(f"{p}_us_per") for p in CLUSTER_PROCESSES]
@@ -701,6 +735,20 @@ def cluster_headline(result: dict, workload: ClusterWorkload) -> str:
             text += f"; {result['per_script']:.0f} per EVALSHA"
         text += ")"
     return text
+
+
+def cpu_cell(rs: list[dict]) -> str:
+    """How busy the server side and the load generator were over the runs ``rs`` (medians)."""
+    s = median([r.get("server_cpu_pct") for r in rs])
+    c = median([r.get("client_cpu_pct") for r in rs])
+    return "-" if s is None else f"{s:.0f}% / {c:.0f}%"
+
+
+def errors_cell(rs: list[dict], runs: int) -> str:
+    """The errors of the runs ``rs``, and how many of ``runs`` gave figures."""
+    errs = sum(r.get("errors", 0) for r in rs)
+    counted = len([r for r in rs if not r.get("fatal")])
+    return f"{errs} ({counted}/{runs})"
 
 
 def table(results: dict, workloads: list[Workload], runs: int) -> list[str]:
@@ -735,20 +783,12 @@ def table(results: dict, workloads: list[Workload], runs: int) -> list[str]:
                          + f" | {target} | {met} |")
             first = False
         if w.loadgen in ("call", "event", "fanout", "connect"):
-            cpu = []
-            for name in names:
-                s = median([r.get("server_cpu_pct") for r in per[name]])
-                c = median([r.get("client_cpu_pct") for r in per[name]])
-                cpu.append("-" if s is None else f"{s:.0f}% / {c:.0f}%")
+            cpu = [cpu_cell(per[name]) for name in names]
             lines.append("| | CPU busy: server / loadgen | " + " | ".join(cpu) + " |"
                          + blank + " | |")
-        cells = []
-        for spec in SERVERS:
-            name = spec.name
-            errs = sum(r.get("errors", 0) for r in per[name])
-            counted = len([r for r in per[name] if not r.get("fatal")])
-            runs_it = spec.workloads is None or w.name in spec.workloads
-            cells.append(f"{errs} ({counted}/{runs})" if runs_it else "-")
+        cells = [errors_cell(per[spec.name], runs)
+                 if spec.workloads is None or w.name in spec.workloads else "-"
+                 for spec in SERVERS]
         lines.append("| | errors (runs ok) | " + " | ".join(cells) + " |" + blank + " | |")
     return lines
 
@@ -785,17 +825,9 @@ def cluster_table(results: dict, workloads: list[ClusterWorkload], runs: int) ->
             units = unit[:-1] + "ies" if unit.endswith("y") else unit + "s"
             lines.append(f"| | Redis: {units} per EVALSHA (batch); commands the scripts ran / "
                          f"{unit} | | {per_script:,.0f}; {calls:.2f} | | | |")
-        cpu = []
-        for name in CLUSTER_SETUPS:
-            s, c = med(name, "server_cpu_pct"), med(name, "client_cpu_pct")
-            cpu.append("-" if s is None else f"{s:.0f}% / {c:.0f}%")
+        cpu = [cpu_cell(results.get((w.name, name), [])) for name in CLUSTER_SETUPS]
         lines.append(f"| | CPU busy: server side / loadgen | {cpu[0]} | {cpu[1]} | | | |")
-        cells = []
-        for name in CLUSTER_SETUPS:
-            per = results.get((w.name, name), [])
-            errs = sum(r.get("errors", 0) for r in per)
-            counted = len([r for r in per if not r.get("fatal")])
-            cells.append(f"{errs} ({counted}/{runs})")
+        cells = [errors_cell(results.get((w.name, name), []), runs) for name in CLUSTER_SETUPS]
         lines.append(f"| | errors (runs ok) | {cells[0]} | {cells[1]} | | | |")
     return lines
 
@@ -951,12 +983,7 @@ def main(argv: list[str]) -> int:
                         continue  # a peer without this workload: "-" in the table
                     n += 1
                     r = run_once(w, spec, args, pins, workdir, n)
-                    results.setdefault((w.name, spec.name), []).append(r)
-                    raw.append(dict(workload=w.name, server=spec.name, run=run, **r))
-                    print(f"{time.strftime('%H:%M:%S')} {w.name:9} run {run}/{args.runs} "
-                          f"{spec.name:9}  {headline(r, w)}", flush=True)
-                    for example in r.get("examples", [])[:5]:
-                        print(f"    error: {example}", flush=True)
+                    record(results, raw, w.name, spec.name, run, args.runs, r, headline(r, w))
         n = ndjson_bench.run_all(ndjson_workloads, args, pins, workdir, n, results, raw)
         n = workers_bench.run_all(workers_workloads, args, pins, workdir, n, results, raw)
         for cw in cluster_workloads:
@@ -964,12 +991,8 @@ def main(argv: list[str]) -> int:
                 for setup in CLUSTER_SETUPS:
                     n += 1
                     r = run_cluster_once(cw, setup, args, pins, workdir, n)
-                    results.setdefault((cw.name, setup), []).append(r)
-                    raw.append(dict(workload=cw.name, server=setup, run=run, **r))
-                    print(f"{time.strftime('%H:%M:%S')} {cw.name:14} run {run}/{args.runs} "
-                          f"{setup:8}  {cluster_headline(r, cw)}", flush=True)
-                    for example in r.get("examples", [])[:5]:
-                        print(f"    error: {example}", flush=True)
+                    record(results, raw, cw.name, setup, run, args.runs, r,
+                           cluster_headline(r, cw), widths=(14, 9))
     except KeyboardInterrupt:
         print("interrupted: the table holds the runs done so far", flush=True)
     finally:

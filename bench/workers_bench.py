@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import time
 from typing import Any
 
 import run as bench
@@ -91,9 +90,7 @@ def run_once(workload: Any, name: str, count: int, args: argparse.Namespace, wor
         # the workers drain and leave the cluster before Redis goes
         problems = server.stop() if server is not None else []
         problems += redis.stop()
-    if problems:
-        result["errors"] = result.get("errors", 0) + len(problems)
-        result["examples"] = result.get("examples", []) + problems[:5]
+    bench.add_problems(result, problems)
     count_done = result.get("count")
     if count_done and not result.get("fatal"):
         cpu = result.get("cpu_by_process") or ()
@@ -122,15 +119,10 @@ def run_all(workloads: list[Any], args: argparse.Namespace, pins: Any, workdir: 
             for name, count in SETUPS:
                 n += 1
                 r = run_once(w, name, count, args, workdir, n)
-                results.setdefault((w.name, name), []).append(r)
-                raw.append(dict(workload=w.name, server=name, run=run, **r))
                 shares = " / ".join(f"{p} {r[p + '_us_per']:.1f}" for p in r.get("processes", ())
                                     if r.get(p + "_us_per") is not None)
-                print(f"{time.strftime('%H:%M:%S')} {w.name:9} run {run}/{args.runs} "
-                      f"{name:10} {bench.headline(r, w)}"
-                      + (f" (µs / call: {shares})" if shares else ""), flush=True)
-                for example in r.get("examples", [])[:5]:
-                    print(f"    error: {example}", flush=True)
+                bench.record(results, raw, w.name, name, run, args.runs, r,
+                             bench.headline(r, w) + (f" (µs / call: {shares})" if shares else ""))
     return n
 
 
@@ -170,15 +162,8 @@ def table(results: dict, workloads: list[Any], runs: int) -> list[str]:
             shares.append(" / ".join(f"{p} {'-' if v is None else f'{v:.1f}'}"
                                      for p, v in zip(processes, values)))
         lines.append(f"| | of which µs / call, by process | {shares[0]} | {shares[1]} | |")
-        cpu = []
-        for name in names:
-            s, c = med(name, "server_cpu_pct"), med(name, "client_cpu_pct")
-            cpu.append("-" if s is None else f"{s:.0f}% / {c:.0f}%")
+        cpu = [bench.cpu_cell(per[name]) for name in names]
         lines.append(f"| | CPU busy: server side / loadgen | {cpu[0]} | {cpu[1]} | |")
-        cells = []
-        for name in names:
-            every = results.get((w.name, name), [])
-            errs = sum(r.get("errors", 0) for r in every)
-            cells.append(f"{errs} ({len(per[name])}/{runs})")
+        cells = [bench.errors_cell(results.get((w.name, name), []), runs) for name in names]
         lines.append(f"| | errors (runs ok) | {cells[0]} | {cells[1]} | |")
     return lines
