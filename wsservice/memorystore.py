@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-from collections import deque
 from typing import AbstractSet, Any, Callable, Iterator
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from zope.interface import implementer
 
+from .framelog import FrameLog
 from .interfaces import ISessionRecord, ISessionStore
 from .store import Claim, token_hash, token_matches
 
 
 _NO_TOPICS: frozenset[str] = frozenset()
 # Shared by every record that has kept nothing yet; never appended to (append swaps it).
-_NONE_KEPT: deque[bytes] = deque(maxlen=0)
+_NONE_KEPT = FrameLog()
 
 
 @implementer(ISessionRecord)
@@ -34,10 +34,10 @@ class MemoryRecord:
         self.seq = 0
         self.subscriptions: AbstractSet[str] = _NO_TOPICS  # a set of its own once subscribed
         self._token = token_hash(token)
-        # pushed frames kept for resume, oldest first, and their total size. Seqs are
-        # consecutive, so the last frame's is ``seq`` and the first's is derived: no
-        # (seq, frame) tuple and no int per frame (they cost more than a small frame does)
-        self._frames: deque[bytes] = _NONE_KEPT  # a deque of its own from the first frame
+        # pushed frames kept for resume, oldest first, end to end in one buffer (FrameLog:
+        # no object per frame), and their total size. Seqs are consecutive, so the last
+        # frame's is ``seq`` and the first's is derived (no seq kept per frame)
+        self._frames = _NONE_KEPT  # a FrameLog of its own from the first frame
         self._size = 0
         self._expiry: IDelayedCall | None = None
         # the store: its per-session limits, and the process-wide budget the frames count in
@@ -50,8 +50,7 @@ class MemoryRecord:
         """Keep ``frame`` for replay, dropping the oldest past the limits (see ISessionRecord)."""
         frames = self._frames
         if frames is _NONE_KEPT:
-            # an idle session never pushed to has no deque: its first block is ~700 bytes
-            frames = self._frames = deque()
+            frames = self._frames = FrameLog()  # an idle session never pushed to has none
         before = self._size
         if seq != self.seq + 1 and frames:
             # a gap (not made by this package's Session): what is kept cannot be replayed
@@ -60,12 +59,8 @@ class MemoryRecord:
             self._forgot(0)
             before = 0
         self.seq = seq
-        frames.append(frame)
         store = self._store
-        size = before + len(frame)
-        while len(frames) > store.replay_limit or size > store.replay_bytes:
-            size -= len(frames.popleft())
-        self._size = size
+        size = self._size = frames.add(frame, before, store.replay_limit, store.replay_bytes)
         # one sum per frame kept for the whole process's budget; trimming is rare
         kept = store.kept_bytes = store.kept_bytes + size - before
         if kept > store.max_memory:
@@ -77,10 +72,7 @@ class MemoryRecord:
         size = self._size
         drop = len(frames) - (self.seq - seq)  # the kept frames whose seq is <= seq
         if drop > 0:
-            popleft = frames.popleft
-            for _ in range(drop if drop < len(frames) else len(frames)):
-                size -= len(popleft())
-            self._forgot(size)
+            self._forgot(size - frames.drop(drop))
 
     def _forgot(self, size: int) -> None:
         """The kept frames now add up to ``size``: tell the store what was freed."""
@@ -95,7 +87,7 @@ class MemoryRecord:
         goal = size - wanted
         dropped = 0
         while frames and size > goal:
-            size -= len(frames.popleft())
+            size -= frames.popleft()
             dropped += 1
         freed = self._size - size
         self._forgot(size)
@@ -117,7 +109,7 @@ class MemoryRecord:
     def kept(self) -> list[tuple[int, bytes]]:
         """The frames kept for replay, oldest first, with their seqs (for tests and tools)."""
         first = self.seq - len(self._frames) + 1
-        return list(enumerate(self._frames, first))
+        return list(enumerate(self._frames.frames(), first))
 
     @property
     def kept_bytes(self) -> int:
@@ -130,7 +122,7 @@ class MemoryRecord:
         if last_seq < self.seq and len(self._frames) < self.seq - last_seq:
             return None  # the first frame after last_seq is no longer kept
         self.ack(last_seq)
-        return list(self._frames)
+        return self._frames.frames()
 
     def _stop_expiry(self) -> None:
         expiry, self._expiry = self._expiry, None
@@ -139,7 +131,7 @@ class MemoryRecord:
 
     def _drop(self) -> None:
         self._stop_expiry()
-        self._frames.clear()
+        self._frames = _NONE_KEPT
         self._forgot(0)
         self.subscriptions = _NO_TOPICS
 
