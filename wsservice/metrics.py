@@ -106,7 +106,7 @@ class Metrics:
         self.slow_consumers = 0
         # bad input answered with an error, by code (errors.BAD_INPUT_CODES)
         self.bad_messages: defaultdict[str, int] = defaultdict(int)
-        self.call_durations = self._calls = Histogram(CALL_BUCKETS)  # (the service's hot path)
+        self.call_durations = Histogram(CALL_BUCKETS)  # client calls; the service observes it
         self._sessions = sessions
         # set by the service: open connections, connections refused by kind, and the
         # store's (bytes kept, frames trimmed, bytes trimmed) when it tells them
@@ -124,7 +124,7 @@ class Metrics:
 
     def observe_call(self, seconds: float) -> None:
         """Record one client call's duration."""
-        self._calls.observe(seconds)
+        self.call_durations.observe(seconds)
 
     def collect(self) -> Iterator[Metric]:
         """prometheus_client collector protocol."""
@@ -202,5 +202,5 @@ class Metrics:
                         "Bad client messages answered with an error, by code (bad_json, "
                         "bad_message, already_registered, rate_limited: a message over the "
                         "rate).", "code", self.bad_messages)
-        yield self._calls.family("wsservice_call_duration_seconds",
+        yield self.call_durations.family("wsservice_call_duration_seconds",
                                  "Time from a client call to its reply.")

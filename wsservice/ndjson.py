@@ -188,17 +188,10 @@ class NDJSONProtocol(SendBacklog, Protocol):
             data = data[end + 1:]
         lines = data.split(b"\n")
         rest = lines.pop()
-        limit = self.factory.max_message_size
         for line in lines:
             if self._closing:
                 return
-            connection = self._connection
-            # a line as clients write messages goes straight on; _line handles the rest
-            if connection is not None and line.startswith(b"{") and len(line) <= limit \
-                    and not line.endswith(b"\r"):
-                connection.received(line)
-            else:
-                self._line(line)
+            self._line(line)
         if rest and not self._closing:
             if self._overlong(len(rest), rest[-1]):
                 self._tooBig()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-from bisect import bisect_left as _bisect_left
 import secrets
 from inspect import iscoroutine
 from typing import Any, Callable, Iterable
@@ -123,7 +122,8 @@ class SessionService(Service):
         self._burst = float(settings.burst)
         self._max_calls = settings.max_inflight_calls
         self._seconds = self.clock.seconds
-        self._call_durations = self.metrics.call_durations
+        # the call histogram's own observe, looked up once (metrics.observe_call calls it)
+        self._observe_call = self.metrics.call_durations.observe
         self._now = 0.0  # when the message being dispatched arrived
         self._drained: Deferred | None = None
         # The message registry: one bound method per message class, no if-chain per message.
@@ -569,11 +569,7 @@ class SessionService(Service):
             plain = True
         if plain:
             session.reply(call_id, result)
-            # metrics.observe_call, inline: per call
-            seconds = self._seconds() - started
-            calls = self._call_durations
-            calls.counts[_bisect_left(calls.bounds, seconds)] += 1
-            calls.sum += seconds
+            self._observe_call(self._seconds() - started)
             return
         if not result.called:
             # only a call still running needs a slot and a timer
